@@ -1,0 +1,380 @@
+//! Running a job: start the shard actors, recover them, read and decode the input, hand each
+//! shard its part in order, and at the end of finite input advance the watermark to the
+//! largest event time seen and checkpoint.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tracing::{info, warn};
+
+use crate::event::{DeadLetter, Decoder};
+use crate::gate::Gate;
+use crate::hash::shard_of;
+use crate::shard::{Batch, Checkpoint, Deliver, Faults, Finish, Item, JobContext, Position, Recover, Shard, ShardCounts, ShardStatus};
+use crate::sink::Sinks;
+use crate::source::{self, Cursor, SourceMessage};
+use crate::spec::{FieldPath, JobSpec};
+use crate::template::DynTemplate;
+use crate::templates;
+use crate::time::{Millis, MIN_TIME};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot open sinks: {0}")]
+    Sinks(std::io::Error),
+    #[error("source `{source_name}`: {message}")]
+    Source { source_name: String, message: String },
+    #[error("shard state: {0}")]
+    Shard(String),
+    #[error("the state in {dir} does not fit this topology: {message}")]
+    Incompatible { dir: String, message: String },
+    #[error("cannot start worker threads: {0}")]
+    Runtime(String),
+}
+
+/// How to run, beyond the topology.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Templates to run instead of the built-in ones, one per process of the spec, in order
+    /// (user-written templates, tests).
+    pub templates: Option<Vec<Box<dyn DynTemplate>>>,
+    /// Set to stop reading: the shards checkpoint and the run returns (for endless sources).
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Incremented for every line read, for progress displays.
+    pub lines_read: Option<Arc<AtomicU64>>,
+    pub faults: Faults,
+}
+
+/// What a run did, totals across restarts of the same state.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub job: String,
+    pub counts: ShardCounts,
+    /// Lines read by this run (a resumed run re-reads from its oldest shard checkpoint).
+    pub lines_this_run: u64,
+    pub resumed_at: Option<u64>,
+    pub watermark: Millis,
+    pub live_instances: u64,
+    pub tombstones: u64,
+    pub pending_timers: u64,
+    /// Records written by this run per sink (dead letters last).
+    pub sinks: Vec<(String, u64)>,
+    pub elapsed: Duration,
+    pub shard_restarts: u32,
+    /// Whether the input ended (as opposed to a requested stop).
+    pub finished: bool,
+}
+
+/// For each event type: the templates it goes to and the field keying them there.
+struct Router {
+    routes: Vec<Vec<(u16, Option<FieldPath>)>>,
+}
+
+impl Router {
+    fn new(spec: &JobSpec, templates: &[Box<dyn DynTemplate>]) -> Router {
+        let mut routes = vec![Vec::new(); spec.event_types.len()];
+        for (t, template) in templates.iter().enumerate() {
+            for sub in template.subscriptions() {
+                match spec.event_types.iter().position(|e| e.name == sub.event_type) {
+                    Some(i) => routes[i].push((t as u16, sub.key)),
+                    None => warn!(process = %spec.processes[t].name, event_type = %sub.event_type, "subscribes to an undeclared event type"),
+                }
+            }
+        }
+        Router { routes }
+    }
+}
+
+/// Runs `spec` until its sources end (or `options.stop` is set).
+pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let mut options = options;
+    let templates = match options.templates.take() {
+        Some(t) => t,
+        None => spec.processes.iter().map(templates::build).collect(),
+    };
+    assert_eq!(templates.len(), spec.processes.len(), "one template per process");
+    let router = Router::new(&spec, &templates);
+    let process_names: Vec<String> = spec.processes.iter().map(|p| p.name.clone()).collect();
+    let sinks = Sinks::open(&spec.name, &process_names, &spec.sinks, &spec.dead_letter).map_err(RunError::Sinks)?;
+    let shards = spec.shards.max(1);
+    let workers = match spec.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(shards as usize);
+    let job = Arc::new(JobContext {
+        job: spec.name.clone(),
+        state_dir: spec.state_dir.clone(),
+        process_names,
+        templates,
+        sinks,
+        gate: Gate::new(4 * shards as usize),
+        checkpoint_interval: spec.checkpoint_interval,
+        passivate_after: spec.passivate_after,
+        max_resident: 100_000,
+        dedup_retention: spec.dedup_retention,
+        max_retries: spec.max_retries,
+        faults: options.faults.clone(),
+    });
+
+    let system = System::new();
+    let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
+    let addrs: Vec<Addr<Shard>> = (0..shards)
+        .map(|i| {
+            let job = job.clone();
+            Supervisor::start_in_arbiter(&arbiters[i as usize % workers].handle(), move |_| Shard::new(i, job))
+        })
+        .collect();
+    let stop_runtime = |arbiters: Vec<Arbiter>| {
+        for arbiter in arbiters {
+            arbiter.stop();
+            let _ = arbiter.join();
+        }
+    };
+
+    let statuses = system.block_on(ask_all(&addrs, || Recover));
+    let statuses = match statuses {
+        Ok(s) => s,
+        Err(e) => {
+            stop_runtime(arbiters);
+            return Err(RunError::Shard(e));
+        }
+    };
+    let result = read_input(&spec, &router, &job, &addrs, &statuses, &options);
+    let (lines_this_run, resumed_at, final_watermark, finished) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            stop_runtime(arbiters);
+            return Err(e);
+        }
+    };
+    let statuses = if finished {
+        system.block_on(ask_all(&addrs, || Finish { watermark: final_watermark }))
+    } else {
+        system.block_on(ask_all(&addrs, || Checkpoint))
+    };
+    stop_runtime(arbiters);
+    let statuses = statuses.map_err(RunError::Shard)?;
+
+    let mut summary = RunSummary {
+        job: spec.name.clone(),
+        counts: ShardCounts::default(),
+        lines_this_run,
+        resumed_at,
+        watermark: final_watermark,
+        live_instances: 0,
+        tombstones: 0,
+        pending_timers: 0,
+        sinks: job.sinks.written(),
+        elapsed: started.elapsed(),
+        shard_restarts: 0,
+        finished,
+    };
+    for status in &statuses {
+        summary.counts.add(&status.counts);
+        summary.live_instances += status.live_instances;
+        summary.tombstones += status.tombstones;
+        summary.pending_timers += status.pending_timers;
+        summary.shard_restarts += status.restarts;
+    }
+    Ok(summary)
+}
+
+async fn ask_all<M, F>(addrs: &[Addr<Shard>], message: F) -> Result<Vec<ShardStatus>, String>
+where
+    M: Message<Result = Result<ShardStatus, String>> + Send + 'static,
+    Shard: Handler<M>,
+    F: Fn() -> M,
+{
+    let mut statuses = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let status = addr.send(message()).await.map_err(|e| format!("shard unreachable: {e}"))??;
+        statuses.push(status);
+    }
+    Ok(statuses)
+}
+
+/// The reader: merges the sources chunk by chunk (round robin), decodes, routes, batches.
+/// Returns (lines read, resumed-at sequence, final watermark, whether the input ended).
+fn read_input(
+    spec: &JobSpec,
+    router: &Router,
+    job: &Arc<JobContext>,
+    addrs: &[Addr<Shard>],
+    statuses: &[ShardStatus],
+    options: &RunOptions,
+) -> Result<(u64, Option<u64>, Millis, bool), RunError> {
+    let shards = addrs.len() as u32;
+    // Resume from the oldest shard checkpoint; a shard that never checkpointed means the start.
+    let mut position = match statuses.iter().map(|s| s.position.clone()).collect::<Option<Vec<_>>>() {
+        Some(positions) => positions.into_iter().min_by_key(|p| p.seq).unwrap_or_default(),
+        None => Position::default(),
+    };
+    let resumed_at = (position.seq > 0).then_some(position.seq);
+    if position.cursors.is_empty() {
+        position.cursors = vec![Cursor::default(); spec.sources.len()];
+    }
+    if position.cursors.len() != spec.sources.len() {
+        return Err(RunError::Incompatible {
+            dir: spec.state_dir.display().to_string(),
+            message: format!(
+                "it was written with {} sources, the topology has {}",
+                position.cursors.len(),
+                spec.sources.len()
+            ),
+        });
+    }
+    if let Some(seq) = resumed_at {
+        info!(seq, "resuming from the oldest shard checkpoint");
+    }
+    let mut running = Vec::new();
+    for (spec_source, cursor) in spec.sources.iter().zip(&position.cursors) {
+        if cursor.done {
+            running.push(None);
+            continue;
+        }
+        let source = source::start(spec_source, cursor.clone()).map_err(|e| RunError::Source {
+            source_name: spec_source.name.clone(),
+            message: e.to_string(),
+        })?;
+        running.push(Some(source));
+    }
+
+    let decoder = Decoder::new(&spec.event_types);
+    let bound = spec.max_out_of_orderness;
+    let mut watermark = MIN_TIME;
+    let source_watermark = |max: Option<Millis>| max.map_or(MIN_TIME, |m| m.saturating_sub(bound));
+    let mut lines_read = 0u64;
+    let mut last_input = Instant::now();
+    let type_names: HashMap<usize, &str> = spec.sources.iter().enumerate().map(|(i, s)| (i, s.type_field.as_str())).collect();
+
+    while running.iter().any(Option::is_some) {
+        if options.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            job.gate.wait_idle();
+            return Ok((lines_read, resumed_at, watermark, false));
+        }
+        let index = position.next_source % running.len();
+        let Some(source) = running[index].as_ref() else {
+            position.next_source = index + 1;
+            continue;
+        };
+        let message = if source.unbounded {
+            match source.chunks.recv_timeout(spec.idle_timeout) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Idle: let event time follow the wall clock so deadlines still fire.
+                    let idle = last_input.elapsed().as_millis() as Millis;
+                    let advanced = source_watermark(position.max_event_time).saturating_add(idle);
+                    if advanced > watermark && position.max_event_time.is_some() {
+                        watermark = advanced;
+                        broadcast(job, addrs, Vec::new(), &position, watermark);
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => SourceMessage::End,
+            }
+        } else {
+            source.chunks.recv().unwrap_or(SourceMessage::End)
+        };
+        let chunk = match message {
+            SourceMessage::Chunk(chunk) => chunk,
+            SourceMessage::End => {
+                position.cursors[index].done = true;
+                running[index] = None;
+                position.next_source = index + 1;
+                continue;
+            }
+            SourceMessage::Failed(message) => {
+                return Err(RunError::Source { source_name: spec.sources[index].name.clone(), message });
+            }
+        };
+        last_input = Instant::now();
+        let type_field = type_names[&index];
+        let mut per_shard: Vec<Vec<Item>> = (0..shards).map(|_| Vec::new()).collect();
+        for (i, line) in chunk.lines.into_iter().enumerate() {
+            let seq = position.seq;
+            position.seq += 1;
+            lines_read += 1;
+            let before = watermark;
+            match decoder.decode(&line, type_field, seq) {
+                Ok(event) => {
+                    if position.max_event_time.is_none_or(|m| event.time > m) {
+                        position.max_event_time = Some(event.time);
+                        watermark = watermark.max(source_watermark(position.max_event_time));
+                    }
+                    let routes = &router.routes[event.type_index as usize];
+                    if routes.is_empty() {
+                        per_shard[(seq % shards as u64) as usize].push(Item::Unrouted { seq, watermark: before });
+                        continue;
+                    }
+                    let event = Arc::new(event);
+                    let mut primary = true;
+                    for (template, key_path) in routes {
+                        let key = match key_path {
+                            None => event.key.clone(),
+                            Some(path) => match path.lookup(&event.payload) {
+                                Some(serde_json::Value::String(k)) => Arc::from(k.as_str()),
+                                Some(v @ serde_json::Value::Number(_)) => Arc::from(v.to_string().as_str()),
+                                _ => continue,
+                            },
+                        };
+                        let shard = shard_of(&key, shards) as usize;
+                        per_shard[shard].push(Item::Event {
+                            event: event.clone(),
+                            template: *template,
+                            key,
+                            primary,
+                            watermark: before,
+                        });
+                        primary = false;
+                    }
+                    if primary {
+                        per_shard[(seq % shards as u64) as usize].push(Item::Unrouted { seq, watermark: before });
+                    }
+                }
+                Err(rejection) => {
+                    let letter = DeadLetter {
+                        reason: rejection.reason,
+                        detail: rejection.detail,
+                        key: rejection.key,
+                        time: rejection.time,
+                        raw: line,
+                        source: spec.sources[index].name.clone(),
+                        file: chunk.file.clone(),
+                        line: Some(chunk.first_line + i as u64),
+                    };
+                    per_shard[(seq % shards as u64) as usize].push(Item::DeadLetter {
+                        seq,
+                        letter: Box::new(letter),
+                        watermark: before,
+                    });
+                }
+            }
+        }
+        if let Some(counter) = &options.lines_read {
+            counter.store(lines_read, Ordering::Relaxed);
+        }
+        position.cursors[index] = chunk.cursor;
+        position.next_source = index + 1;
+        broadcast(job, addrs, per_shard, &position, watermark);
+    }
+    job.gate.wait_idle();
+    Ok((lines_read, resumed_at, position.max_event_time.unwrap_or(MIN_TIME), true))
+}
+
+/// Hands every shard its items of a chunk (possibly none: the position and watermark still
+/// move), waiting for a credit per batch.
+fn broadcast(job: &JobContext, addrs: &[Addr<Shard>], mut per_shard: Vec<Vec<Item>>, position: &Position, watermark: Millis) {
+    if per_shard.is_empty() {
+        per_shard = (0..addrs.len()).map(|_| Vec::new()).collect();
+    }
+    for (addr, items) in addrs.iter().zip(per_shard) {
+        job.gate.acquire();
+        addr.do_send(Deliver(Arc::new(Batch { items, position: position.clone(), watermark })));
+    }
+}

@@ -1,0 +1,665 @@
+//! The shard actor: hosts the virtual process instances of one key group.
+//!
+//! A shard owns one redb file. Between two checkpoints every change goes into one write
+//! transaction; instances live in an in-memory cache in front of it, written back at the
+//! checkpoint. Events arrive in batches from the reader, in input order, each with the source
+//! watermark before it, so that replaying the same input from a checkpoint fires the same
+//! timers at the same places and produces the same records with the same sequence numbers.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use tracing::{debug_span, warn};
+use vigil_storage::{codec, InstanceId, ShardStore, ShardTxn, StorageError, TimerKey};
+
+use crate::event::{DeadLetter, Event, Reason};
+use crate::gate::Gate;
+use crate::hash::stable_hash64;
+use crate::record::Record;
+use crate::sink::Sinks;
+use crate::source::Cursor;
+use crate::template::{AnyState, Context as InstanceContext, DynTemplate, TemplateError};
+use crate::time::{Millis, MIN_TIME};
+
+/// The timer that deletes a tombstone once duplicates can no longer arrive.
+const PURGE_TIMER: &str = "__purge";
+
+/// Where the job's reader is: enough to resume reading exactly after the last line consumed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// Lines consumed from the merged input; the next line gets this sequence number.
+    pub seq: u64,
+    /// The largest event time read so far (the source watermark derives from it).
+    pub max_event_time: Option<Millis>,
+    /// One cursor per source, in the order of the job's sources.
+    pub cursors: Vec<Cursor>,
+    /// The source the reader takes its next chunk from.
+    pub next_source: usize,
+}
+
+/// What the reader hands a shard.
+pub enum Item {
+    /// An event for the instance `(template, key)`. `primary` marks the first delivery of an
+    /// input event (an event routed to several templates counts once).
+    Event { event: Arc<Event>, template: u16, key: Arc<str>, primary: bool, watermark: Millis },
+    /// An event no template subscribes to; counted, nothing else.
+    Unrouted { seq: u64, watermark: Millis },
+    DeadLetter { seq: u64, letter: Box<DeadLetter>, watermark: Millis },
+}
+
+impl Item {
+    fn seq(&self) -> u64 {
+        match self {
+            Item::Event { event, .. } => event.seq,
+            Item::Unrouted { seq, .. } | Item::DeadLetter { seq, .. } => *seq,
+        }
+    }
+
+    fn watermark(&self) -> Millis {
+        match self {
+            Item::Event { watermark, .. } | Item::Unrouted { watermark, .. } | Item::DeadLetter { watermark, .. } => {
+                *watermark
+            }
+        }
+    }
+}
+
+/// Everything of one input chunk that belongs to a shard, and where the reader is after it.
+pub struct Batch {
+    pub items: Vec<Item>,
+    pub position: Position,
+    /// The source watermark after the chunk.
+    pub watermark: Millis,
+}
+
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Arc<Batch>);
+
+/// Opens the shard's state and reports where it is.
+#[derive(Message)]
+#[rtype(result = "Result<ShardStatus, String>")]
+pub struct Recover;
+
+/// The input is exhausted: advance the watermark to `watermark`, fire due timers, checkpoint.
+#[derive(Message)]
+#[rtype(result = "Result<ShardStatus, String>")]
+pub struct Finish {
+    pub watermark: Millis,
+}
+
+/// Commit a checkpoint now.
+#[derive(Message)]
+#[rtype(result = "Result<ShardStatus, String>")]
+pub struct Checkpoint;
+
+/// Counts a shard keeps in its checkpoint, so totals survive restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCounts {
+    /// Input lines this shard accounted for (each line is accounted by exactly one shard).
+    pub read: u64,
+    pub processed: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+    /// Events dead-lettered because a handler kept failing (included in `dead_lettered`).
+    pub handler_failures: u64,
+    pub records: u64,
+    pub timers_fired: u64,
+    pub instances_started: u64,
+    pub instances_ended: u64,
+}
+
+impl ShardCounts {
+    pub fn add(&mut self, other: &ShardCounts) {
+        self.read += other.read;
+        self.processed += other.processed;
+        self.duplicates += other.duplicates;
+        self.dead_lettered += other.dead_lettered;
+        self.handler_failures += other.handler_failures;
+        self.records += other.records;
+        self.timers_fired += other.timers_fired;
+        self.instances_started += other.instances_started;
+        self.instances_ended += other.instances_ended;
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ShardStatus {
+    pub shard: u32,
+    /// `None` for a shard that has never checkpointed.
+    pub position: Option<Position>,
+    pub watermark: Millis,
+    pub counts: ShardCounts,
+    /// Instances in the last checkpoint: live ones and tombstones.
+    pub live_instances: u64,
+    pub tombstones: u64,
+    pub pending_timers: u64,
+    pub restarts: u32,
+}
+
+/// Faults injected by tests of supervision and recovery.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// The shard actor fails (as on a storage error) once, when it reaches this input line.
+    pub fail_shard_at: Option<(u32, u64)>,
+}
+
+/// Everything the shards of a job share.
+pub struct JobContext {
+    pub job: String,
+    pub state_dir: PathBuf,
+    /// Process names, in the order of `templates`.
+    pub process_names: Vec<String>,
+    pub templates: Vec<Box<dyn DynTemplate>>,
+    pub sinks: Sinks,
+    pub gate: Gate,
+    pub checkpoint_interval: Duration,
+    pub passivate_after: Duration,
+    /// Resident instances per shard above which the idlest are passivated at a checkpoint.
+    pub max_resident: usize,
+    pub dedup_retention: Millis,
+    pub max_retries: u32,
+    pub faults: Faults,
+}
+
+/// What the runtime keeps of an instance besides its template state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct InstanceMeta {
+    /// Hashes of the event ids seen, to ignore duplicates.
+    seen: Vec<u64>,
+    /// The instance's timers (name, time).
+    timers: Vec<(String, Millis)>,
+    /// Set once the instance has ended: it is a tombstone until its purge timer.
+    ended_at: Option<Millis>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredInstance {
+    meta: InstanceMeta,
+    /// The template's encoded state; `None` for a tombstone.
+    state: Option<Vec<u8>>,
+}
+
+struct Instance {
+    meta: InstanceMeta,
+    state: Option<AnyState>,
+    dirty: bool,
+    last_used: Instant,
+}
+
+/// What a handler call is about.
+enum Trigger<'a> {
+    Event(&'a Event),
+    Timer(&'a str, Millis),
+}
+
+pub struct Shard {
+    id: u32,
+    job: Arc<JobContext>,
+    store: Option<ShardStore>,
+    txn: Option<ShardTxn>,
+    cache: HashMap<InstanceId, Instance>,
+    watermark: Millis,
+    position: Option<Position>,
+    out_seq: u64,
+    counts: ShardCounts,
+    /// Batches since the last checkpoint, replayed if the actor restarts.
+    journal: Vec<Arc<Batch>>,
+    changed: bool,
+    restarts: u32,
+    fault_fired: bool,
+}
+
+impl Shard {
+    pub fn new(id: u32, job: Arc<JobContext>) -> Shard {
+        Shard {
+            id,
+            job,
+            store: None,
+            txn: None,
+            cache: HashMap::new(),
+            watermark: MIN_TIME,
+            position: None,
+            out_seq: 0,
+            counts: ShardCounts::default(),
+            journal: Vec::new(),
+            changed: false,
+            restarts: 0,
+            fault_fired: false,
+        }
+    }
+
+    pub fn path(state_dir: &std::path::Path, shard: u32) -> PathBuf {
+        state_dir.join(format!("shard-{shard:04}.redb"))
+    }
+
+    /// Opens the store (once) and loads the last checkpoint's metadata.
+    fn recover(&mut self) -> Result<(), StorageError> {
+        if self.store.is_none() {
+            self.store = Some(ShardStore::open(&Self::path(&self.job.state_dir, self.id))?);
+        }
+        let store = self.store.as_ref().expect("opened above");
+        let txn = store.begin()?;
+        let meta = |name: &str| txn.meta(name);
+        self.position = meta("position")?.map(|b| codec::decode(&b)).transpose()?;
+        self.watermark = meta("watermark")?.map(|b| codec::decode(&b)).transpose()?.unwrap_or(MIN_TIME);
+        self.out_seq = meta("out_seq")?.map(|b| codec::decode(&b)).transpose()?.unwrap_or(0);
+        self.counts = meta("counts")?.map(|b| codec::decode(&b)).transpose()?.unwrap_or_default();
+        self.txn = Some(txn);
+        self.cache.clear();
+        self.changed = false;
+        Ok(())
+    }
+
+    fn txn(&mut self) -> &mut ShardTxn {
+        self.txn.as_mut().expect("shard recovered before use")
+    }
+
+    fn status(&self) -> Result<ShardStatus, StorageError> {
+        let mut status = ShardStatus {
+            shard: self.id,
+            position: self.position.clone(),
+            watermark: self.watermark,
+            counts: self.counts.clone(),
+            restarts: self.restarts,
+            ..ShardStatus::default()
+        };
+        if let Some(store) = &self.store {
+            let read = store.read()?;
+            for (_, bytes) in read.instances()? {
+                let stored: StoredInstance = codec::decode(&bytes)?;
+                if stored.state.is_some() {
+                    status.live_instances += 1;
+                } else {
+                    status.tombstones += 1;
+                }
+            }
+            status.pending_timers = read.timers()?.len() as u64;
+        }
+        Ok(status)
+    }
+
+    fn process_batch(&mut self, batch: &Batch) -> Result<(), StorageError> {
+        let done = self.position.as_ref().map_or(0, |p| p.seq);
+        if batch.position.seq <= done && self.position.is_some() {
+            return Ok(()); // replayed input this shard already has in its checkpoint
+        }
+        for item in &batch.items {
+            if item.seq() < done {
+                continue;
+            }
+            if let Some((shard, seq)) = self.job.faults.fail_shard_at {
+                if shard == self.id && seq == item.seq() && !self.fault_fired {
+                    self.fault_fired = true;
+                    return Err(StorageError::CorruptKey { table: "injected fault" });
+                }
+            }
+            self.advance_watermark(item.watermark())?;
+            self.counts.read += 1;
+            match item {
+                Item::Event { event, template, key, primary, .. } => {
+                    self.deliver(event, *template, key, *primary)?;
+                }
+                Item::Unrouted { .. } => self.counts.processed += 1,
+                Item::DeadLetter { letter, .. } => {
+                    self.counts.dead_lettered += 1;
+                    self.emit(None, Record::dead_letter(letter));
+                }
+            }
+            if matches!(item, Item::Event { primary: false, .. }) {
+                self.counts.read -= 1;
+            }
+        }
+        self.advance_watermark(batch.watermark)?;
+        self.position = Some(batch.position.clone());
+        self.changed = true;
+        Ok(())
+    }
+
+    fn emit(&mut self, process: Option<usize>, record: Record) {
+        self.out_seq += 1;
+        self.counts.records += 1;
+        if let Err(e) = self.job.sinks.write(process, self.id, self.out_seq, &record) {
+            // A sink that cannot be written is fatal for exactly-once; stop the job loudly.
+            panic!("shard {}: cannot write record {}: {e}", self.id, self.out_seq);
+        }
+    }
+
+    /// Loads an instance into the cache: from the cache, from redb, or new.
+    fn activate(&mut self, id: &InstanceId) -> Result<&mut Instance, StorageError> {
+        if !self.cache.contains_key(id) {
+            let template = &self.job.templates[id.template as usize];
+            let instance = match self.txn.as_ref().expect("recovered").instance(id)? {
+                Some(bytes) => {
+                    let stored: StoredInstance = codec::decode(&bytes)?;
+                    let state = stored.state.map(|s| template.decode_state(&s)).transpose()?;
+                    Instance { meta: stored.meta, state, dirty: false, last_used: Instant::now() }
+                }
+                None => {
+                    self.counts.instances_started += 1;
+                    Instance {
+                        meta: InstanceMeta::default(),
+                        state: Some(template.new_state()),
+                        dirty: true,
+                        last_used: Instant::now(),
+                    }
+                }
+            };
+            self.cache.insert(id.clone(), instance);
+        }
+        let instance = self.cache.get_mut(id).expect("inserted above");
+        instance.last_used = Instant::now();
+        Ok(instance)
+    }
+
+    fn deliver(&mut self, event: &Arc<Event>, template: u16, key: &Arc<str>, primary: bool) -> Result<(), StorageError> {
+        let _span = debug_span!("event", seq = event.seq, r#type = %event.type_name, key = %key).entered();
+        let id = InstanceId::new(template, key.as_ref());
+        let id_hash = event.id.as_deref().map(|i| stable_hash64(i.as_bytes()));
+        let instance = self.activate(&id)?;
+        if let Some(hash) = id_hash {
+            if instance.meta.seen.contains(&hash) {
+                if primary {
+                    self.counts.duplicates += 1;
+                }
+                return Ok(());
+            }
+            instance.meta.seen.push(hash);
+            instance.dirty = true;
+        }
+        let ended = instance.state.is_none();
+        // An ended instance ignores late events; they still count as processed.
+        let handled = ended || self.run_handler(&id, Trigger::Event(event))?;
+        if primary {
+            if handled {
+                self.counts.processed += 1;
+            } else {
+                self.counts.dead_lettered += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls the template's handler with bounded retries, then applies the outcome: records,
+    /// timer changes, completion. A handler that keeps failing leaves the instance as it was
+    /// and dead-letters the event (or drops the timer) with the reason; then returns `false`.
+    fn run_handler(&mut self, id: &InstanceId, trigger: Trigger<'_>) -> Result<bool, StorageError> {
+        let job = self.job.clone();
+        let template = &job.templates[id.template as usize];
+        let _span = debug_span!("instance", process = %job.process_names[id.template as usize], key = %id.key).entered();
+        let watermark = self.watermark;
+        let time = match trigger {
+            Trigger::Event(event) => event.time,
+            Trigger::Timer(_, at) => at,
+        };
+        let instance = self.cache.get_mut(id).expect("activated");
+        let Some(state) = instance.state.as_mut() else { return Ok(true) };
+        let mut failure = String::new();
+        let mut outcome = None;
+        for _attempt in 0..=job.max_retries {
+            let mut outputs = Vec::new();
+            let mut timers = instance.meta.timers.clone();
+            let mut attempt_state = template.clone_state(state);
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                let mut cx = InstanceContext::new(&id.key, time, watermark, &mut outputs, &mut timers);
+                match trigger {
+                    Trigger::Event(event) => template.on_event(&mut attempt_state, event, &mut cx),
+                    Trigger::Timer(name, _) => template.on_timer(&mut attempt_state, name, &mut cx),
+                }
+            }));
+            match result {
+                Ok(Ok(())) => {
+                    outcome = Some((attempt_state, outputs, timers));
+                    break;
+                }
+                Ok(Err(TemplateError::Permanent(message))) => {
+                    failure = message;
+                    break;
+                }
+                Ok(Err(TemplateError::Retryable(message))) => failure = message,
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "handler panicked".into());
+                    failure = format!("handler panicked: {message}");
+                }
+            }
+        }
+        let Some((new_state, outputs, timers)) = outcome else {
+            warn!(shard = self.id, key = %id.key, "{failure}; gave up after {} attempts", job.max_retries + 1);
+            self.counts.handler_failures += 1;
+            let (what, event_time, raw) = match trigger {
+                Trigger::Event(event) => ("event", event.time, event.payload.to_string()),
+                Trigger::Timer(name, at) => ("timer", at, name.to_owned()),
+            };
+            let letter = DeadLetter {
+                reason: Reason::HandlerFailed,
+                detail: format!("{what} failed in process `{}`: {failure}", job.process_names[id.template as usize]),
+                key: Some(id.key.clone()),
+                time: Some(event_time),
+                raw,
+                source: job.process_names[id.template as usize].clone(),
+                file: None,
+                line: None,
+            };
+            self.emit(None, Record::dead_letter(&letter));
+            return Ok(false);
+        };
+        let complete = template.is_complete(&new_state);
+        *state = new_state;
+        let old_timers = std::mem::replace(&mut instance.meta.timers, timers);
+        instance.dirty = true;
+        let new_timers = instance.meta.timers.clone();
+        for (name, at) in &old_timers {
+            if !new_timers.contains(&(name.clone(), *at)) {
+                self.txn().remove_timer(&TimerKey::new(*at, id.template, id.key.as_str(), name.as_str()))?;
+            }
+        }
+        for (name, at) in &new_timers {
+            if !old_timers.contains(&(name.clone(), *at)) {
+                self.txn().set_timer(&TimerKey::new(*at, id.template, id.key.as_str(), name.as_str()))?;
+            }
+        }
+        for record in outputs {
+            self.emit(Some(id.template as usize), record);
+        }
+        if complete {
+            self.end_instance(id, time)?;
+        }
+        Ok(true)
+    }
+
+    /// Deletes an ended instance's state and timers; a tombstone remembers its event ids
+    /// until `dedup_retention` after the end.
+    fn end_instance(&mut self, id: &InstanceId, at: Millis) -> Result<(), StorageError> {
+        let retention = self.job.dedup_retention;
+        let instance = self.cache.get_mut(id).expect("activated");
+        let timers = std::mem::take(&mut instance.meta.timers);
+        instance.state = None;
+        instance.meta.ended_at = Some(at);
+        let purge_at = at.max(self.watermark).saturating_add(retention);
+        instance.meta.timers.push((PURGE_TIMER.to_owned(), purge_at));
+        instance.dirty = true;
+        self.counts.instances_ended += 1;
+        for (name, time) in timers {
+            self.txn().remove_timer(&TimerKey::new(time, id.template, id.key.as_str(), name))?;
+        }
+        self.txn().set_timer(&TimerKey::new(purge_at, id.template, id.key.as_str(), PURGE_TIMER))?;
+        Ok(())
+    }
+
+    fn advance_watermark(&mut self, watermark: Millis) -> Result<(), StorageError> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        loop {
+            let due = self.txn().due_timers(watermark, 256)?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            for timer in due {
+                self.txn().remove_timer(&timer)?;
+                self.fire(timer)?;
+            }
+        }
+    }
+
+    fn fire(&mut self, timer: TimerKey) -> Result<(), StorageError> {
+        let id = InstanceId::new(timer.template, timer.key.as_str());
+        let instance = self.activate(&id)?;
+        let Some(index) = instance.meta.timers.iter().position(|(n, t)| *n == timer.name && *t == timer.time) else {
+            return Ok(()); // stale: the instance moved or cancelled it
+        };
+        instance.meta.timers.remove(index);
+        instance.dirty = true;
+        let tombstone = instance.state.is_none();
+        self.counts.timers_fired += 1;
+        if timer.name == PURGE_TIMER && tombstone {
+            self.cache.remove(&id);
+            self.txn().remove_instance(&id)?;
+            return Ok(());
+        }
+        self.run_handler(&id, Trigger::Timer(&timer.name, timer.time))?;
+        Ok(())
+    }
+
+    /// Writes dirty instances and metadata, syncs the sinks, then commits: the checkpoint.
+    fn checkpoint(&mut self) -> Result<(), StorageError> {
+        if !self.changed {
+            return Ok(());
+        }
+        let mut txn = self.txn.take().expect("recovered");
+        for (id, instance) in self.cache.iter_mut().filter(|(_, i)| i.dirty) {
+            let template = &self.job.templates[id.template as usize];
+            let stored = StoredInstance {
+                meta: instance.meta.clone(),
+                state: instance.state.as_ref().map(|s| template.encode_state(s)),
+            };
+            txn.put_instance(id, &codec::encode(&stored))?;
+            instance.dirty = false;
+        }
+        txn.put_meta("position", &codec::encode(&self.position))?;
+        txn.put_meta("watermark", &codec::encode(&self.watermark))?;
+        txn.put_meta("out_seq", &codec::encode(&self.out_seq))?;
+        txn.put_meta("counts", &codec::encode(&self.counts))?;
+        if let Err(e) = self.job.sinks.sync() {
+            panic!("shard {}: cannot sync sinks before checkpoint: {e}", self.id);
+        }
+        txn.commit()?;
+        self.txn = Some(self.store.as_ref().expect("open").begin()?);
+        self.journal.clear();
+        self.changed = false;
+        self.passivate();
+        Ok(())
+    }
+
+    /// Drops idle instances from memory; they stay in redb and are activated on demand.
+    fn passivate(&mut self) {
+        let idle = self.job.passivate_after;
+        self.cache.retain(|_, i| i.last_used.elapsed() < idle);
+        let max = self.job.max_resident;
+        if self.cache.len() > max {
+            let mut ages: Vec<Instant> = self.cache.values().map(|i| i.last_used).collect();
+            ages.sort_unstable();
+            let cutoff = ages[self.cache.len() - max];
+            self.cache.retain(|_, i| i.last_used >= cutoff);
+        }
+    }
+
+    fn fail(&mut self, ctx: &mut Context<Self>, error: StorageError) {
+        self.restarts += 1;
+        tracing::error!(shard = self.id, restarts = self.restarts, "shard failed: {error}; restarting from its last checkpoint");
+        if self.restarts > 3 {
+            panic!("shard {} failed {} times, last: {error}", self.id, self.restarts);
+        }
+        ctx.stop();
+    }
+}
+
+impl Actor for Shard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.job.checkpoint_interval, |shard, ctx| {
+            if shard.txn.is_some() {
+                if let Err(e) = shard.checkpoint() {
+                    shard.fail(ctx, e);
+                }
+            }
+        });
+        // After a restart: roll back to the checkpoint and replay what came since.
+        if self.store.is_some() {
+            let journal = std::mem::take(&mut self.journal);
+            let replay = self.recover().and_then(|_| {
+                for batch in &journal {
+                    self.process_batch(batch)?;
+                }
+                Ok(())
+            });
+            self.journal = journal;
+            if let Err(e) = replay {
+                self.fail(ctx, e);
+            }
+        }
+    }
+}
+
+impl Supervised for Shard {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // Drop uncommitted changes: state goes back to the last checkpoint.
+        self.txn = None;
+        self.cache.clear();
+    }
+}
+
+impl Handler<Deliver> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(batch): Deliver, ctx: &mut Self::Context) {
+        let result = self.process_batch(&batch);
+        self.journal.push(batch);
+        self.job.gate.release();
+        if let Err(e) = result {
+            self.fail(ctx, e);
+        }
+    }
+}
+
+impl Handler<Recover> for Shard {
+    type Result = Result<ShardStatus, String>;
+
+    fn handle(&mut self, _: Recover, _ctx: &mut Self::Context) -> Self::Result {
+        self.recover().map_err(|e| e.to_string())?;
+        self.status().map_err(|e| e.to_string())
+    }
+}
+
+impl Handler<Finish> for Shard {
+    type Result = Result<ShardStatus, String>;
+
+    fn handle(&mut self, finish: Finish, _ctx: &mut Self::Context) -> Self::Result {
+        let run = |shard: &mut Shard| -> Result<ShardStatus, StorageError> {
+            shard.advance_watermark(finish.watermark)?;
+            shard.changed = true;
+            shard.checkpoint()?;
+            shard.status()
+        };
+        run(self).map_err(|e| format!("shard {}: {e}", self.id))
+    }
+}
+
+impl Handler<Checkpoint> for Shard {
+    type Result = Result<ShardStatus, String>;
+
+    fn handle(&mut self, _: Checkpoint, _ctx: &mut Self::Context) -> Self::Result {
+        self.checkpoint().and_then(|_| self.status()).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,199 @@
+//! Sources: where lines come from, and exactly where a reader is in them.
+//!
+//! Each source runs on its own thread and hands chunks of lines to the job's reader through a
+//! bounded channel. A chunk carries the source's cursor after its last line, so the reader's
+//! position (kept in every shard's checkpoint) says where to resume after a crash.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver};
+
+use serde::{Deserialize, Serialize};
+
+use crate::shop::{self, ShopConfig};
+use crate::spec::{SourceKind, SourceSpec};
+
+/// Lines per chunk: the unit of reading, merging and batching.
+pub const CHUNK_LINES: usize = 1024;
+
+/// Where one source is: which file, which byte, which line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Index into the source's sorted file list (file sources).
+    pub file_index: u32,
+    /// File name at `file_index`, to notice a changed file list.
+    pub file: Option<String>,
+    pub offset: u64,
+    /// Lines consumed in the current file (file sources) or in the stream (others).
+    pub line: u64,
+    pub done: bool,
+}
+
+/// A run of lines from one source.
+pub struct Chunk {
+    pub lines: Vec<String>,
+    /// 1-based line number of the first line within `file`.
+    pub first_line: u64,
+    pub file: Option<String>,
+    /// The cursor after the last line of the chunk.
+    pub cursor: Cursor,
+}
+
+pub enum SourceMessage {
+    Chunk(Chunk),
+    End,
+    Failed(String),
+}
+
+/// A running source: chunks arrive on `chunks`.
+pub struct RunningSource {
+    pub spec: SourceSpec,
+    pub chunks: Receiver<SourceMessage>,
+    /// Whether the source can run dry without ending (stdin): only such sources advance the
+    /// watermark with the wall clock when idle.
+    pub unbounded: bool,
+}
+
+/// Starts reading `spec` from `cursor` on a thread of its own.
+pub fn start(spec: &SourceSpec, cursor: Cursor) -> io::Result<RunningSource> {
+    let (tx, rx) = sync_channel(4);
+    let unbounded = matches!(spec.kind, SourceKind::Stdin);
+    let name = format!("source-{}", spec.name);
+    let mut reader: Box<dyn LineReader> = match &spec.kind {
+        SourceKind::File { path } => Box::new(FileReader::open(path, cursor)?),
+        SourceKind::Stdin => {
+            if cursor.line > 0 {
+                tracing::warn!(source = %spec.name, "stdin cannot be replayed: lines read before the last run's end are not read again");
+            }
+            Box::new(StreamReader { lines: Box::new(BufReader::new(io::stdin()).lines()), cursor })
+        }
+        SourceKind::Generator { seed, orders } => {
+            let config = ShopConfig { seed: *seed, orders: *orders, ..ShopConfig::default() };
+            let mut lines = shop::lines(&config);
+            for _ in 0..cursor.line {
+                if lines.next().is_none() {
+                    break;
+                }
+            }
+            Box::new(StreamReader { lines: Box::new(lines.map(Ok)), cursor })
+        }
+    };
+    std::thread::Builder::new().name(name).spawn(move || loop {
+        let message = match reader.next_chunk() {
+            Ok(Some(chunk)) => SourceMessage::Chunk(chunk),
+            Ok(None) => SourceMessage::End,
+            Err(e) => SourceMessage::Failed(e.to_string()),
+        };
+        let last = !matches!(message, SourceMessage::Chunk(_));
+        if tx.send(message).is_err() || last {
+            return;
+        }
+    })?;
+    Ok(RunningSource { spec: spec.clone(), chunks: rx, unbounded })
+}
+
+trait LineReader: Send {
+    fn next_chunk(&mut self) -> io::Result<Option<Chunk>>;
+}
+
+/// A path or glob of newline-delimited JSON files, read one after another in name order.
+struct FileReader {
+    files: Vec<PathBuf>,
+    cursor: Cursor,
+    reader: Option<BufReader<File>>,
+}
+
+impl FileReader {
+    fn open(pattern: &str, mut cursor: Cursor) -> io::Result<FileReader> {
+        let mut files: Vec<PathBuf> = glob::glob(pattern)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad glob `{pattern}`: {e}")))?
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no input file matches `{pattern}`")));
+        }
+        if let Some(name) = &cursor.file {
+            match files.iter().position(|f| f.display().to_string() == *name) {
+                Some(i) => cursor.file_index = i as u32,
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("the checkpoint is in `{name}`, which no longer matches `{pattern}`"),
+                    ))
+                }
+            }
+        }
+        Ok(FileReader { files, cursor, reader: None })
+    }
+}
+
+impl LineReader for FileReader {
+    fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        let mut lines = Vec::with_capacity(CHUNK_LINES);
+        let mut raw = Vec::with_capacity(256);
+        loop {
+            let index = self.cursor.file_index as usize;
+            if index >= self.files.len() {
+                self.cursor.done = true;
+                return Ok(None);
+            }
+            let path = &self.files[index];
+            let name = path.display().to_string();
+            if self.reader.is_none() {
+                let mut file = File::open(path)?;
+                file.seek(SeekFrom::Start(self.cursor.offset))?;
+                self.reader = Some(BufReader::with_capacity(1 << 20, file));
+                self.cursor.file = Some(name.clone());
+            }
+            let reader = self.reader.as_mut().expect("opened above");
+            let first_line = self.cursor.line + 1;
+            while lines.len() < CHUNK_LINES {
+                raw.clear();
+                let n = reader.read_until(b'\n', &mut raw)?;
+                if n == 0 {
+                    break;
+                }
+                self.cursor.offset += n as u64;
+                self.cursor.line += 1;
+                let text = String::from_utf8_lossy(&raw);
+                let text = text.trim_end_matches(['\n', '\r']);
+                lines.push(text.to_owned());
+            }
+            if !lines.is_empty() {
+                let chunk = Chunk { lines, first_line, file: Some(name), cursor: self.cursor.clone() };
+                return Ok(Some(chunk));
+            }
+            // End of this file: on to the next one.
+            self.reader = None;
+            self.cursor = Cursor { file_index: self.cursor.file_index + 1, ..Cursor::default() };
+        }
+    }
+}
+
+/// A stream of lines without files: stdin or the built-in generator.
+struct StreamReader {
+    lines: Box<dyn Iterator<Item = io::Result<String>> + Send>,
+    cursor: Cursor,
+}
+
+impl LineReader for StreamReader {
+    fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        let first_line = self.cursor.line + 1;
+        let mut lines = Vec::with_capacity(CHUNK_LINES);
+        for line in self.lines.by_ref() {
+            lines.push(line?);
+            self.cursor.line += 1;
+            if lines.len() == CHUNK_LINES {
+                break;
+            }
+        }
+        if lines.is_empty() {
+            self.cursor.done = true;
+            return Ok(None);
+        }
+        Ok(Some(Chunk { lines, first_line, file: None, cursor: self.cursor.clone() }))
+    }
+}

@@ -1,0 +1,222 @@
+//! The template API: what a process instance does with its events and timers.
+//!
+//! A template is the behaviour; its `State` is what one instance (one key) remembers, and is
+//! exactly what the runtime persists in redb. The runtime owns everything else: activation,
+//! passivation, deduplication, durable timers, retries, checkpoints.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use vigil_actors::event::Event;
+//! use vigil_actors::record::{Record, RecordKind};
+//! use vigil_actors::template::{Context, Subscription, Template, TemplateError};
+//!
+//! /// Alerts when a customer adds a tenth item to their cart.
+//! struct BigCart;
+//!
+//! #[derive(Clone, Default, Serialize, Deserialize)]
+//! struct Items { count: u32 }
+//!
+//! impl Template for BigCart {
+//!     type State = Items;
+//!     fn subscriptions(&self) -> Vec<Subscription> {
+//!         vec![Subscription::new("CART_ITEM_ADDED")]
+//!     }
+//!     fn on_event(&self, state: &mut Items, event: &Event, cx: &mut Context<'_>) -> Result<(), TemplateError> {
+//!         state.count += 1;
+//!         if state.count == 10 {
+//!             cx.emit(Record::new(RecordKind::Alert, "BIG_CART", cx.key(), event.time));
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//! ```
+
+use std::any::Any;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use vigil_storage::codec::{self, CodecError};
+
+use crate::event::Event;
+use crate::record::Record;
+use crate::spec::FieldPath;
+use crate::time::Millis;
+
+/// An event type a template receives, and which field keys its instances (by default the
+/// event type's configured correlation key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub event_type: String,
+    pub key: Option<FieldPath>,
+}
+
+impl Subscription {
+    pub fn new(event_type: impl Into<String>) -> Subscription {
+        Subscription { event_type: event_type.into(), key: None }
+    }
+
+    pub fn keyed_by(event_type: impl Into<String>, key: FieldPath) -> Subscription {
+        Subscription { event_type: event_type.into(), key: Some(key) }
+    }
+}
+
+/// A handler failure. `Retryable` failures (and panics) are retried against the instance's
+/// last good state up to the job's `max_retries`; then, like `Permanent` ones, the event is
+/// dead-lettered with this message and the instance carries on without it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TemplateError {
+    #[error("{0}")]
+    Retryable(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// A template: the behaviour of one kind of keyed process instance.
+pub trait Template: Send + Sync + 'static {
+    /// What one instance remembers. Persisted with the codec; `Default` is a new instance.
+    type State: Serialize + DeserializeOwned + Clone + Default + Send + 'static;
+
+    /// The event types routed to this template's instances.
+    fn subscriptions(&self) -> Vec<Subscription>;
+
+    /// Handles one event of the instance keyed `cx.key()`. Events come one at a time, in the
+    /// order they were read, deduplicated by event id.
+    fn on_event(&self, state: &mut Self::State, event: &Event, cx: &mut Context<'_>) -> Result<(), TemplateError>;
+
+    /// Handles a timer set with [`Context::set_timer`], once the watermark reaches its time.
+    fn on_timer(&self, _state: &mut Self::State, _timer: &str, _cx: &mut Context<'_>) -> Result<(), TemplateError> {
+        Ok(())
+    }
+
+    /// Whether the instance has ended. An ended instance's state and timers are deleted;
+    /// only a small tombstone stays for the job's `dedup_retention` to ignore duplicates.
+    fn is_complete(&self, _state: &Self::State) -> bool {
+        false
+    }
+
+    /// The state as JSON, for timelines and inspection.
+    fn describe(&self, _state: &Self::State) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
+
+/// What a handler may do besides changing its state: emit records and manage its timers.
+pub struct Context<'a> {
+    key: &'a str,
+    time: Millis,
+    watermark: Millis,
+    pub(crate) outputs: &'a mut Vec<Record>,
+    pub(crate) timers: &'a mut Vec<(String, Millis)>,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(
+        key: &'a str,
+        time: Millis,
+        watermark: Millis,
+        outputs: &'a mut Vec<Record>,
+        timers: &'a mut Vec<(String, Millis)>,
+    ) -> Context<'a> {
+        Context { key, time, watermark, outputs, timers }
+    }
+
+    /// A context for unit-testing a template outside the runtime.
+    pub fn for_test(
+        key: &'a str,
+        time: Millis,
+        outputs: &'a mut Vec<Record>,
+        timers: &'a mut Vec<(String, Millis)>,
+    ) -> Context<'a> {
+        Context { key, time, watermark: crate::time::MIN_TIME, outputs, timers }
+    }
+
+    /// The instance's key.
+    pub fn key(&self) -> &str {
+        self.key
+    }
+
+    /// The event time of what is being handled: the event's time, or the timer's time.
+    pub fn time(&self) -> Millis {
+        self.time
+    }
+
+    /// The shard's current watermark.
+    pub fn watermark(&self) -> Millis {
+        self.watermark
+    }
+
+    pub fn emit(&mut self, record: Record) {
+        self.outputs.push(record);
+    }
+
+    /// Sets (or moves) the timer `name` of this instance to fire at event time `at`.
+    pub fn set_timer(&mut self, name: &str, at: Millis) {
+        match self.timers.iter_mut().find(|(n, _)| n == name) {
+            Some(timer) => timer.1 = at,
+            None => self.timers.push((name.to_owned(), at)),
+        }
+    }
+
+    pub fn cancel_timer(&mut self, name: &str) {
+        self.timers.retain(|(n, _)| n != name);
+    }
+
+    pub fn timer(&self, name: &str) -> Option<Millis> {
+        self.timers.iter().find(|(n, _)| n == name).map(|(_, t)| *t)
+    }
+}
+
+/// An instance's state behind the object-safe [`DynTemplate`].
+pub type AnyState = Box<dyn Any + Send>;
+
+/// The object-safe twin of [`Template`], implemented for every template by a blanket impl;
+/// the runtime holds templates as `Box<dyn DynTemplate>`.
+pub trait DynTemplate: Send + Sync {
+    fn subscriptions(&self) -> Vec<Subscription>;
+    fn new_state(&self) -> AnyState;
+    fn decode_state(&self, bytes: &[u8]) -> Result<AnyState, CodecError>;
+    fn encode_state(&self, state: &AnyState) -> Vec<u8>;
+    fn clone_state(&self, state: &AnyState) -> AnyState;
+    fn on_event(&self, state: &mut AnyState, event: &Event, cx: &mut Context<'_>) -> Result<(), TemplateError>;
+    fn on_timer(&self, state: &mut AnyState, timer: &str, cx: &mut Context<'_>) -> Result<(), TemplateError>;
+    fn is_complete(&self, state: &AnyState) -> bool;
+    fn describe(&self, state: &AnyState) -> serde_json::Value;
+}
+
+fn downcast<S: 'static>(state: &AnyState) -> &S {
+    state.downcast_ref::<S>().expect("instance state belongs to its template")
+}
+
+fn downcast_mut<S: 'static>(state: &mut AnyState) -> &mut S {
+    state.downcast_mut::<S>().expect("instance state belongs to its template")
+}
+
+impl<T: Template> DynTemplate for T {
+    fn subscriptions(&self) -> Vec<Subscription> {
+        Template::subscriptions(self)
+    }
+    fn new_state(&self) -> AnyState {
+        Box::new(T::State::default())
+    }
+    fn decode_state(&self, bytes: &[u8]) -> Result<AnyState, CodecError> {
+        Ok(Box::new(codec::decode::<T::State>(bytes)?))
+    }
+    fn encode_state(&self, state: &AnyState) -> Vec<u8> {
+        codec::encode(downcast::<T::State>(state))
+    }
+    fn clone_state(&self, state: &AnyState) -> AnyState {
+        Box::new(downcast::<T::State>(state).clone())
+    }
+    fn on_event(&self, state: &mut AnyState, event: &Event, cx: &mut Context<'_>) -> Result<(), TemplateError> {
+        Template::on_event(self, downcast_mut::<T::State>(state), event, cx)
+    }
+    fn on_timer(&self, state: &mut AnyState, timer: &str, cx: &mut Context<'_>) -> Result<(), TemplateError> {
+        Template::on_timer(self, downcast_mut::<T::State>(state), timer, cx)
+    }
+    fn is_complete(&self, state: &AnyState) -> bool {
+        Template::is_complete(self, downcast::<T::State>(state))
+    }
+    fn describe(&self, state: &AnyState) -> serde_json::Value {
+        Template::describe(self, downcast::<T::State>(state))
+    }
+}

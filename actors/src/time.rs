@@ -1,0 +1,116 @@
+//! Event time: milliseconds since the Unix epoch (UTC), its RFC 3339 form and durations.
+//!
+//! Every time Vigil reads or writes goes through this module, so that input parsing, output
+//! records and the generator's ground truth agree to the character.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// Event time or a duration, in milliseconds. Event times are milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// The smallest event time; the watermark before any event was seen.
+pub const MIN_TIME: Millis = i64::MIN;
+
+/// Parses an RFC 3339 timestamp (any offset) into milliseconds since the epoch, UTC.
+pub fn parse_rfc3339(text: &str) -> Option<Millis> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Formats milliseconds since the epoch as RFC 3339 UTC with millisecond precision:
+/// `2026-11-26T10:00:00.000Z`. This is the one canonical form of every time Vigil writes.
+pub fn format_rfc3339(millis: Millis) -> String {
+    match DateTime::<Utc>::from_timestamp_millis(millis) {
+        Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+        None => format!("invalid-time({millis})"),
+    }
+}
+
+/// Parses a duration such as `500ms`, `90s`, `5m`, `24h`, `14d` or `1h30m` into milliseconds.
+pub fn parse_duration(text: &str) -> Result<Millis, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total: Millis = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!(
+                "`{text}` is not a duration: expected a number at `{rest}`"
+            ));
+        }
+        let number: Millis = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}`: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let scale: Millis = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => return Err(format!("`{text}` needs a unit (ms, s, m, h or d)")),
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in `{text}`; use ms, s, m, h or d"
+                ))
+            }
+        };
+        total = number
+            .checked_mul(scale)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("`{text}` is too long a duration"))?;
+    }
+    Ok(total)
+}
+
+/// Formats a duration in milliseconds in the form `parse_duration` reads (`1h30m`, `250ms`).
+pub fn format_duration(mut millis: Millis) -> String {
+    if millis == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, scale) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if millis >= scale {
+            out.push_str(&format!("{}{unit}", millis / scale));
+            millis %= scale;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_in_canonical_form() {
+        let t = parse_rfc3339("2026-11-26T10:00:00+01:00").unwrap();
+        assert_eq!(format_rfc3339(t), "2026-11-26T09:00:00.000Z");
+        assert_eq!(parse_rfc3339(&format_rfc3339(t + 7)), Some(t + 7));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn durations_parse_and_format() {
+        assert_eq!(parse_duration("24h"), Ok(86_400_000));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration("250ms"), Ok(250));
+        assert_eq!(format_duration(5_400_000), "1h30m");
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("10").unwrap_err().contains("unit"));
+        assert!(parse_duration("3w").unwrap_err().contains("unknown unit"));
+    }
+}

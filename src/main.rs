@@ -1,0 +1,327 @@
+//! `vigil`: run, validate and try out business process monitoring topologies.
+
+mod telemetry;
+mod verify;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use vigil_actors::job::{self, RunOptions, RunSummary};
+use vigil_actors::shop::{self, ShopConfig};
+use vigil_actors::spec::JobSpec;
+use vigil_actors::time::format_rfc3339;
+
+/// The example topology, built in so `vigil demo` works from anywhere.
+const ORDER_FULFILMENT: &str = include_str!("../examples/order-fulfilment/topology.toml");
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Real-time business process monitoring and streaming ETL")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a topology until its sources end (or forever for endless ones; Ctrl-C stops cleanly).
+    Run {
+        topology: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Check topologies and report every mistake at once.
+    Validate {
+        #[arg(required = true)]
+        topologies: Vec<PathBuf>,
+    },
+    /// Write a synthetic day of an online fashion shop, and the ground truth of the example.
+    Generate {
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long, default_value_t = 50_000)]
+        orders: u64,
+        #[arg(long, default_value = "data")]
+        out: PathBuf,
+    },
+    /// Compare the records of a run (`*.jsonl` under OUT) with a ground truth.
+    Verify {
+        #[arg(long)]
+        expected: PathBuf,
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+    },
+    /// Generate a day of shop traffic, monitor it with the order-fulfilment example, show what
+    /// was found and check it against the ground truth.
+    Demo {
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long, default_value_t = 50_000)]
+        orders: u64,
+        /// Working directory for data, state and output (emptied first).
+        #[arg(long, default_value = "demo")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _telemetry = telemetry::init();
+    let result = match cli.command {
+        Command::Run { topology, quiet } => run(&topology, quiet),
+        Command::Validate { topologies } => validate(&topologies),
+        Command::Generate { seed, orders, out } => generate(seed, orders, &out).map(|_| ExitCode::SUCCESS),
+        Command::Verify { expected, out } => verify_command(&expected, &out),
+        Command::Demo { seed, orders, dir } => demo(seed, orders, &dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn compile(topology: &Path) -> Result<JobSpec, ExitCode> {
+    vigil_topology::compile_file(topology).map_err(|diagnostics| {
+        eprint!("{diagnostics}");
+        ExitCode::from(2)
+    })
+}
+
+fn run(topology: &Path, quiet: bool) -> Result<ExitCode> {
+    let spec = match compile(topology) {
+        Ok(spec) => spec,
+        Err(code) => return Ok(code),
+    };
+    let summary = run_spec(spec, quiet)?;
+    print_summary(&summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_spec(spec: JobSpec, quiet: bool) -> Result<RunSummary> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let lines = Arc::new(AtomicU64::new(0));
+    let progress = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let watcher = progress.clone().map(|bar| {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            while !bar.is_finished() {
+                let n = lines.load(Ordering::Relaxed);
+                let rate = n as f64 / bar.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!("{n} lines read, {rate:.0}/s"));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    });
+    let options = RunOptions {
+        stop: Some(stop),
+        lines_read: Some(lines),
+        ..RunOptions::default()
+    };
+    let result = job::run(spec, options);
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if let Some(watcher) = watcher {
+        let _ = watcher.join();
+    }
+    Ok(result?)
+}
+
+fn print_summary(s: &RunSummary) {
+    let c = &s.counts;
+    let secs = s.elapsed.as_secs_f64();
+    println!("job `{}` {}", s.job, if s.finished { "finished" } else { "stopped" });
+    match s.resumed_at {
+        Some(seq) => println!("  resumed at line {seq}; read {} lines in {secs:.2} s", s.lines_this_run),
+        None => println!(
+            "  read {} lines in {secs:.2} s ({:.0} lines/s)",
+            s.lines_this_run,
+            s.lines_this_run as f64 / secs.max(1e-9)
+        ),
+    }
+    println!(
+        "  lines {} = processed {} + dead-lettered {} + duplicates ignored {}",
+        c.read, c.processed, c.dead_lettered, c.duplicates
+    );
+    println!(
+        "  instances: {} started, {} ended, {} open, {} tombstones; {} timers pending",
+        c.instances_started, c.instances_ended, s.live_instances, s.tombstones, s.pending_timers
+    );
+    if s.watermark != vigil_actors::time::MIN_TIME {
+        println!("  watermark {}", format_rfc3339(s.watermark));
+    }
+    for (sink, written) in &s.sinks {
+        println!("  sink {sink}: {written} records written");
+    }
+    if s.shard_restarts > 0 {
+        println!("  shard restarts: {}", s.shard_restarts);
+    }
+}
+
+fn validate(topologies: &[PathBuf]) -> Result<ExitCode> {
+    let mut ok = true;
+    for path in topologies {
+        match vigil_topology::compile_file(path) {
+            Ok(spec) => println!(
+                "{}: ok ({} sources, {} event types, {} processes, {} sinks, {} shards)",
+                path.display(),
+                spec.sources.len(),
+                spec.event_types.len(),
+                spec.processes.len(),
+                spec.sinks.len(),
+                spec.shards
+            ),
+            Err(diagnostics) => {
+                eprint!("{diagnostics}");
+                ok = false;
+            }
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn generate(seed: u64, orders: u64, out: &Path) -> Result<shop::GenerateSummary> {
+    let config = ShopConfig { seed, orders, ..ShopConfig::default() };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(orders);
+        bar.set_style(
+            ProgressStyle::with_template("generating {bar:40} {pos}/{len} orders [{elapsed} < {eta}]")
+                .expect("valid template"),
+        );
+        bar
+    });
+    let mut progress = |done: u64, _total: u64| {
+        if let Some(bar) = &bar {
+            bar.set_position(done);
+        }
+    };
+    let summary = shop::generate(&config, out, &mut progress).with_context(|| format!("cannot write to {}", out.display()))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    println!(
+        "wrote {} lines ({} events, {} duplicates, {} malformed) in {} file(s) under {}",
+        summary.lines,
+        summary.events,
+        summary.duplicates,
+        summary.malformed,
+        summary.files.len(),
+        out.display()
+    );
+    println!("ground truth: {} records in {}", summary.expected_records, out.join("expected.jsonl").display());
+    Ok(summary)
+}
+
+fn verify_command(expected: &Path, out: &Path) -> Result<ExitCode> {
+    let files = verify::jsonl_files(out)?;
+    if files.is_empty() {
+        bail!("no *.jsonl files under {}", out.display());
+    }
+    let comparison = verify::compare(expected, &files)?;
+    print_comparison(&comparison);
+    Ok(if comparison.is_exact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_comparison(c: &verify::Comparison) {
+    if c.is_exact() {
+        println!("exactly the ground truth: {} records, none missing, none extra, none duplicated", c.expected);
+        return;
+    }
+    println!(
+        "differs from the ground truth: expected {}, got {}; {} missing, {} extra, {} duplicated",
+        c.expected,
+        c.actual,
+        c.missing.len(),
+        c.extra.len(),
+        c.duplicated.len()
+    );
+    for key in c.missing.iter().take(10) {
+        println!("  missing    {}", verify::describe(key));
+    }
+    for key in c.extra.iter().take(10) {
+        println!("  extra      {}", verify::describe(key));
+    }
+    for (key, n) in c.duplicated.iter().take(10) {
+        println!("  duplicated {} ({n} times)", verify::describe(key));
+    }
+}
+
+fn demo(seed: u64, orders: u64, dir: &Path) -> Result<ExitCode> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot empty {}", dir.display()))?;
+    }
+    let data = dir.join("data");
+    let out = dir.join("out");
+    println!("== 1. a day of an online fashion shop: {orders} orders (seed {seed})");
+    generate(seed, orders, &data)?;
+
+    println!("\n== 2. monitoring it with examples/order-fulfilment/topology.toml");
+    let topology = dir.join("topology.toml");
+    std::fs::write(&topology, ORDER_FULFILMENT)?;
+    let env = |name: &str| match name {
+        "VIGIL_DATA" => Some(data.display().to_string()),
+        "VIGIL_OUT" => Some(out.display().to_string()),
+        "VIGIL_STATE" => Some(dir.join("state").display().to_string()),
+        other => std::env::var(other).ok(),
+    };
+    let spec = match vigil_topology::compile_str(ORDER_FULFILMENT, &topology.display().to_string(), &env) {
+        Ok(spec) => spec,
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let summary = run_spec(spec, false)?;
+    print_summary(&summary);
+
+    println!("\n== 3. what was found");
+    let files = verify::jsonl_files(&out)?;
+    let mut by_name: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut samples: Vec<String> = Vec::new();
+    for path in &files {
+        for line in std::fs::read_to_string(path)?.lines() {
+            let value: serde_json::Value = serde_json::from_str(line)?;
+            let kind = value["kind"].as_str().unwrap_or_default().to_owned();
+            let name = value["name"].as_str().unwrap_or_default().to_owned();
+            if kind == "alert" && samples.len() < 5 {
+                samples.push(format!(
+                    "  {} {}: order {} had not shipped all parcels by {}",
+                    kind,
+                    name,
+                    value["key"].as_str().unwrap_or("?"),
+                    value["event_time"].as_str().unwrap_or("?")
+                ));
+            }
+            *by_name.entry((kind, name)).or_insert(0) += 1;
+        }
+    }
+    for ((kind, name), n) in &by_name {
+        println!("  {n:>8}  {kind:<12} {name}");
+    }
+    println!("  for example:");
+    for sample in &samples {
+        println!("{sample}");
+    }
+    println!("  records are in {}", out.display());
+
+    println!("\n== 4. checked against the generator's ground truth");
+    let comparison = verify::compare(&data.join("expected.jsonl"), &files)?;
+    print_comparison(&comparison);
+    Ok(if comparison.is_exact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,75 @@
+//! The one place values are turned into bytes: a format-version byte, then bincode 2 (serde).
+//!
+//! bincode is unmaintained (RUSTSEC-2025-0141) and 3.0 is a tombstone; keeping it behind this
+//! module and a version byte means it can be swapped without a silent misread of old files.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Written as the first byte of every encoded value.
+pub const FORMAT_VERSION: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("empty value: no format-version byte")]
+    Empty,
+    #[error("value has format version {found}, this build reads version {FORMAT_VERSION}")]
+    Version { found: u8 },
+    #[error("cannot decode value: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    #[error("cannot encode value: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes `value`, appending to `buf`.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+    buf.push(FORMAT_VERSION);
+    bincode::serde::encode_into_std_write(value, buf, config())?;
+    Ok(())
+}
+
+/// Encodes `value` into a fresh buffer.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(64);
+    encode_into(value, &mut buf).expect("encoding into memory cannot fail for serde-derived types");
+    buf
+}
+
+/// Decodes a value written by [`encode`], checking its format version.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(CodecError::Version { found: version });
+    }
+    let (value, _) = bincode::serde::decode_from_slice(body, config())?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Sample {
+        name: String,
+        count: u32,
+        seen: Vec<u64>,
+    }
+
+    #[test]
+    fn round_trips_and_checks_the_version() {
+        let value = Sample { name: "ORD-1".into(), count: 2, seen: vec![7, 9] };
+        let mut bytes = encode(&value);
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(decode::<Sample>(&bytes).unwrap(), value);
+        bytes[0] = FORMAT_VERSION + 1;
+        assert!(matches!(decode::<Sample>(&bytes), Err(CodecError::Version { .. })));
+        assert!(matches!(decode::<Sample>(&[]), Err(CodecError::Empty)));
+        assert!(decode::<Sample>(&[FORMAT_VERSION, 200]).is_err());
+    }
+}
