@@ -84,6 +84,8 @@ struct TypeDecoder {
     index: u16,
     name: Arc<str>,
     spec: EventTypeSpec,
+    /// Keys are strings, or integers where the key field is declared `integer`.
+    integer_keys: bool,
 }
 
 /// Decodes lines according to the job's event type specs.
@@ -97,10 +99,12 @@ impl Decoder {
             .iter()
             .enumerate()
             .map(|(i, spec)| {
+                let integer_keys = spec.fields.iter().any(|f| f.path == spec.key && f.ty == FieldType::Integer);
                 let decoder = TypeDecoder {
                     index: i as u16,
                     name: Arc::from(spec.name.as_str()),
                     spec: spec.clone(),
+                    integer_keys,
                 };
                 (spec.name.clone(), decoder)
             })
@@ -142,7 +146,9 @@ impl Decoder {
         let spec = &ty.spec;
         let key: Arc<str> = match spec.key.lookup(&payload) {
             Some(Value::String(k)) if !k.is_empty() => Arc::from(k.as_str()),
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Arc::from(n.to_string().as_str()),
+            Some(Value::Number(n)) if ty.integer_keys && (n.is_i64() || n.is_u64()) => {
+                Arc::from(n.to_string().as_str())
+            }
             Some(Value::String(_)) => {
                 return Err(reject(Reason::MissingKey, format!("key field `{}` is empty", spec.key)));
             }
@@ -153,7 +159,10 @@ impl Decoder {
                 let what = json_type_name(other);
                 return Err(reject(
                     Reason::MissingKey,
-                    format!("key field `{}` must be a string or integer, got {what}", spec.key),
+                    match ty.integer_keys {
+                        true => format!("key field `{}` must be a string or an integer, got {what}", spec.key),
+                        false => format!("key field `{}` must be a string, got {what}", spec.key),
+                    },
                 ));
             }
         };

@@ -145,7 +145,8 @@ pub struct ShardStatus {
 /// Faults injected by tests of supervision and recovery.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
-    /// The shard actor fails (as on a storage error) once, when it reaches this input line.
+    /// The shard actor fails (as on a storage error) once, at its first input line at or
+    /// after this one.
     pub fail_shard_at: Option<(u32, u64)>,
 }
 
@@ -294,7 +295,7 @@ impl Shard {
                 continue;
             }
             if let Some((shard, seq)) = self.job.faults.fail_shard_at {
-                if shard == self.id && seq == item.seq() && !self.fault_fired {
+                if shard == self.id && item.seq() >= seq && !self.fault_fired {
                     self.fault_fired = true;
                     return Err(StorageError::CorruptKey { table: "injected fault" });
                 }
@@ -546,7 +547,9 @@ impl Shard {
             txn.put_instance(id, &codec::encode(&stored))?;
             instance.dirty = false;
         }
-        txn.put_meta("position", &codec::encode(&self.position))?;
+        if let Some(position) = &self.position {
+            txn.put_meta("position", &codec::encode(position))?;
+        }
         txn.put_meta("watermark", &codec::encode(&self.watermark))?;
         txn.put_meta("out_seq", &codec::encode(&self.out_seq))?;
         txn.put_meta("counts", &codec::encode(&self.counts))?;

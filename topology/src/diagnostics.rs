@@ -30,7 +30,8 @@ pub struct Diagnostic {
 
 /// Every error found in a topology file, in file order.
 ///
-/// `Display` renders them like rustc, one block per error, then a final `N errors` line.
+/// `Display` renders them like rustc, one block per error, then a final `N errors` line (ending
+/// with a line break, so `eprint!("{diagnostics}")` prints a complete report).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostics {
     pub errors: Vec<Diagnostic>,
@@ -139,8 +140,8 @@ impl fmt::Display for Diagnostics {
             writeln!(f, "{error}")?;
         }
         match self.errors.len() {
-            1 => write!(f, "1 error"),
-            n => write!(f, "{n} errors"),
+            1 => writeln!(f, "1 error"),
+            n => writeln!(f, "{n} errors"),
         }
     }
 }
@@ -217,7 +218,7 @@ mod tests {
         assert_eq!(
             diagnostics.to_string(),
             "error: expected a string for `name`, found an integer\n \
-             --> t.toml:2:8\n  |\n2 | name = 7\n  |        ^\n  = hint: write `name = \"my-job\"`\n\n1 error"
+             --> t.toml:2:8\n  |\n2 | name = 7\n  |        ^\n  = hint: write `name = \"my-job\"`\n\n1 error\n"
         );
     }
 
@@ -237,7 +238,7 @@ mod tests {
             (d.errors[1].line, d.errors[1].column, d.errors[1].width),
             (2, 3, 3)
         );
-        assert!(d.to_string().ends_with("2 errors"));
+        assert!(d.to_string().ends_with("\n2 errors\n"));
     }
 
     #[test]

@@ -42,8 +42,9 @@ pub(crate) fn read(
     }
     let expire_after = table.optional_positive_duration(ctx, "expire_after");
 
+    let errors_before = ctx.problems.len();
     let (steps_span, step_tables) = table.array_of_tables(ctx, "steps");
-    if step_tables.is_empty() {
+    if step_tables.is_empty() && ctx.problems.len() == errors_before {
         ctx.absence(steps_span, format!("process `{process}` has no steps"))
             .hint(format!(
                 "add a `[[processes.{process}.steps]]` with a `name` and the event type it is `on`"

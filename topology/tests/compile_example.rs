@@ -46,7 +46,9 @@ fn sources_and_event_types_keep_file_order() {
     assert_eq!(job.sources.len(), 1);
     assert_eq!(job.sources[0].name, "shop");
     assert_eq!(job.sources[0].type_field, "type");
-    assert!(matches!(&job.sources[0].kind, SourceKind::File { path } if path == "data/*.jsonl"));
+    assert!(
+        matches!(&job.sources[0].kind, SourceKind::File { path } if path == "data/events-*.jsonl")
+    );
 
     let names: Vec<&str> = job.event_types.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(
@@ -167,7 +169,7 @@ fn sink_paths_follow_vigil_out_and_stay_relative_by_default() {
     );
     assert_eq!(job.state_dir, PathBuf::from("/var/vigil/state"));
     assert!(
-        matches!(&job.sources[0].kind, SourceKind::File { path } if path == "/srv/events/*.jsonl")
+        matches!(&job.sources[0].kind, SourceKind::File { path } if path == "/srv/events/events-*.jsonl")
     );
 }
 
@@ -185,7 +187,7 @@ fn an_unreadable_file_is_one_diagnostic_without_a_position() {
     assert_eq!(errors.errors.len(), 1);
     assert_eq!((errors.errors[0].line, errors.errors[0].column), (0, 0));
     assert!(errors.errors[0].message.starts_with("cannot read"));
-    assert!(errors.to_string().ends_with("1 error"));
+    assert!(errors.to_string().ends_with("\n1 error\n"));
 }
 
 #[test]

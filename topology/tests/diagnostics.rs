@@ -62,7 +62,7 @@ fn six_mistakes_in_six_sections_are_all_reported_at_their_place() {
     );
     assert_eq!(hint(&e[4]), "did you mean `PARCEL_SHIPPED`?");
     assert_eq!(hint(&e[5]), "did you mean `shipped`?");
-    assert!(errors.to_string().ends_with("\n6 errors"));
+    assert!(errors.to_string().ends_with("\n6 errors\n"));
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! when their shipment is — both occur at least `MAX_DELAY` later, so they still arrive after the
 //! line that scheduled them. The queue thus holds only what is in flight.
 //!
-//! The queue is a bucket queue: one-second buckets of entries in a ring, and a small binary heap
+//! The queue is a bucket queue: one-second buckets over the 48 h window, and a small binary heap
 //! for the buckets reached so far, so a pop costs the same with ten or ten million entries.
 
 use std::cmp::Reverse;

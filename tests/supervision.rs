@@ -1,0 +1,157 @@
+//! A failing instance handler (error or panic) does not stop its shard: other instances'
+//! events are not lost, the event is retried from the instance's last good state, then
+//! dead-lettered with the reason. A failing shard actor restarts from its last checkpoint.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use common::{assert_matches_ground_truth, identities, jsonl_files, Workdir, EXAMPLE};
+use vigil_actors::event::Event;
+use vigil_actors::job::{self, RunOptions};
+use vigil_actors::shard::Faults;
+use vigil_actors::template::{AnyState, Context, DynTemplate, Subscription, TemplateError};
+use vigil_actors::templates;
+use vigil_storage::codec::CodecError;
+
+/// Wraps a template and makes its event handler panic for one key: on every attempt, or only
+/// on the first attempt of each event.
+struct Faulty {
+    inner: Box<dyn DynTemplate>,
+    key: String,
+    always: bool,
+    attempts: Arc<AtomicU32>,
+    seen: std::sync::Mutex<HashMap<u64, u32>>,
+}
+
+impl DynTemplate for Faulty {
+    fn subscriptions(&self) -> Vec<Subscription> {
+        self.inner.subscriptions()
+    }
+    fn new_state(&self) -> AnyState {
+        self.inner.new_state()
+    }
+    fn decode_state(&self, bytes: &[u8]) -> Result<AnyState, CodecError> {
+        self.inner.decode_state(bytes)
+    }
+    fn encode_state(&self, state: &AnyState) -> Vec<u8> {
+        self.inner.encode_state(state)
+    }
+    fn clone_state(&self, state: &AnyState) -> AnyState {
+        self.inner.clone_state(state)
+    }
+    fn on_event(&self, state: &mut AnyState, event: &Event, cx: &mut Context<'_>) -> Result<(), TemplateError> {
+        if cx.key() == self.key {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            let first = {
+                let mut seen = self.seen.lock().unwrap();
+                let n = seen.entry(event.seq).or_insert(0);
+                *n += 1;
+                *n == 1
+            };
+            // Damage the state first: a retry must start from the last good state.
+            let _ = self.inner.on_event(state, event, cx);
+            if self.always || first {
+                panic!("injected failure for {}", self.key);
+            }
+            return Ok(());
+        }
+        self.inner.on_event(state, event, cx)
+    }
+    fn on_timer(&self, state: &mut AnyState, timer: &str, cx: &mut Context<'_>) -> Result<(), TemplateError> {
+        self.inner.on_timer(state, timer, cx)
+    }
+    fn is_complete(&self, state: &AnyState) -> bool {
+        self.inner.is_complete(state)
+    }
+    fn describe(&self, state: &AnyState) -> serde_json::Value {
+        self.inner.describe(state)
+    }
+}
+
+/// An order of the generated day with at least two events, and records in the ground truth.
+fn victim(work: &Workdir) -> String {
+    let expected = identities(&[work.data().join("expected.jsonl")]);
+    expected
+        .keys()
+        .find(|(kind, name, _, _)| kind == "event" && name == "ALL_PARCELS_SHIPPED")
+        .and_then(|(_, _, key, _)| key.clone())
+        .expect("some order ships")
+}
+
+fn run_with_faulty(work: &Workdir, always: bool) -> (job::RunSummary, u32, String) {
+    work.generate(21, 1_500);
+    let key = victim(work);
+    let spec = work.compile(EXAMPLE);
+    let attempts = Arc::new(AtomicU32::new(0));
+    let faulty = Faulty {
+        inner: templates::build(&spec.processes[0]),
+        key: key.clone(),
+        always,
+        attempts: attempts.clone(),
+        seen: Default::default(),
+    };
+    let options = RunOptions { templates: Some(vec![Box::new(faulty)]), ..RunOptions::default() };
+    let summary = job::run(spec, options).unwrap();
+    (summary, attempts.load(Ordering::SeqCst), key)
+}
+
+#[test]
+fn a_handler_that_always_panics_dead_letters_its_events_and_loses_nothing_else() {
+    let work = Workdir::new();
+    std::panic::set_hook(Box::new(|_| {})); // keep the test output readable
+    let (summary, attempts, key) = run_with_faulty(&work, true);
+    let _ = std::panic::take_hook();
+
+    let expected = identities(&[work.data().join("expected.jsonl")]);
+    let actual = identities(&jsonl_files(&work.out()));
+    // Every record of every other order is there, exactly once.
+    for (identity, count) in &expected {
+        if identity.2.as_deref() != Some(key.as_str()) {
+            assert_eq!(actual.get(identity), Some(count), "{identity:?}");
+        }
+    }
+    // The victim's events were each tried 1 + max_retries (3) times, then dead-lettered.
+    let failed: Vec<_> = actual
+        .iter()
+        .filter(|((kind, name, k, _), _)| kind == "dead_letter" && name == "HANDLER_FAILED" && k.as_deref() == Some(&key))
+        .collect();
+    let failed_events: usize = failed.iter().map(|(_, n)| **n).sum();
+    assert!(failed_events >= 2, "{failed:?}");
+    assert_eq!(attempts as usize, failed_events * 4);
+    assert_eq!(summary.counts.handler_failures as usize, failed_events);
+    let c = &summary.counts;
+    assert_eq!(c.read, c.processed + c.dead_lettered + c.duplicates);
+    // The reason is in the record.
+    let text = std::fs::read_to_string(work.out().join("dead_letters.jsonl")).unwrap();
+    assert!(text.contains("injected failure for"), "the panic message is the reason");
+}
+
+#[test]
+fn a_handler_that_panics_once_is_retried_from_its_last_good_state() {
+    let work = Workdir::new();
+    std::panic::set_hook(Box::new(|_| {}));
+    let (summary, attempts, _key) = run_with_faulty(&work, false);
+    let _ = std::panic::take_hook();
+    assert!(attempts >= 4, "each event of the victim failed once and was retried");
+    assert_eq!(summary.counts.handler_failures, 0);
+    // Had a retry started from the state the failed attempt damaged, the victim's distinct
+    // parcel counts would be off and its records would differ.
+    assert_matches_ground_truth(&work);
+}
+
+#[test]
+fn a_failing_shard_actor_restarts_from_its_checkpoint_and_replays_what_came_since() {
+    let work = Workdir::new();
+    work.generate(8, 2_000);
+    let spec = work.compile(&common::example_with(&[("shards = 8", "shards = 2")]));
+    let options = RunOptions {
+        faults: Faults { fail_shard_at: Some((1, 9_000)) },
+        ..RunOptions::default()
+    };
+    let summary = job::run(spec, options).unwrap();
+    assert_eq!(summary.shard_restarts, 1);
+    assert_matches_ground_truth(&work);
+}
