@@ -19,6 +19,11 @@ use vigil_actors::shop::{self, ShopConfig};
 use vigil_actors::spec::JobSpec;
 use vigil_actors::time::format_rfc3339;
 
+/// mimalloc: many small allocations made on the reader thread are freed on shard threads;
+/// glibc's allocator spends much of a run consolidating arenas for that pattern.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The example topology, built in so `vigil demo` works from anywhere.
 const ORDER_FULFILMENT: &str = include_str!("../examples/order-fulfilment/topology.toml");
 
@@ -110,6 +115,9 @@ fn run(topology: &Path, quiet: bool) -> Result<ExitCode> {
 
 fn run_spec(spec: JobSpec, quiet: bool) -> Result<RunSummary> {
     let stop = Arc::new(AtomicBool::new(false));
+    let on_interrupt = stop.clone();
+    // Ctrl-C: stop reading, let every shard checkpoint, print the summary.
+    let _ = ctrlc::set_handler(move || on_interrupt.store(true, Ordering::Relaxed));
     let lines = Arc::new(AtomicU64::new(0));
     let progress = (!quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new_spinner();

@@ -212,6 +212,8 @@ pub struct Shard {
     /// Batches since the last checkpoint, replayed if the actor restarts.
     journal: Vec<Arc<Batch>>,
     changed: bool,
+    /// No timer is due before this time (a lower bound: a scan may still find none).
+    next_timer: Option<Millis>,
     restarts: u32,
     fault_fired: bool,
 }
@@ -230,6 +232,7 @@ impl Shard {
             counts: ShardCounts::default(),
             journal: Vec::new(),
             changed: false,
+            next_timer: None,
             restarts: 0,
             fault_fired: false,
         }
@@ -251,6 +254,7 @@ impl Shard {
         self.watermark = meta("watermark")?.map(|b| codec::decode(&b)).transpose()?.unwrap_or(MIN_TIME);
         self.out_seq = meta("out_seq")?.map(|b| codec::decode(&b)).transpose()?.unwrap_or(0);
         self.counts = meta("counts")?.map(|b| codec::decode(&b)).transpose()?.unwrap_or_default();
+        self.next_timer = txn.next_timer()?.map(|t| t.time);
         self.txn = Some(txn);
         self.cache.clear();
         self.changed = false;
@@ -465,7 +469,7 @@ impl Shard {
         }
         for (name, at) in &new_timers {
             if !old_timers.contains(&(name.clone(), *at)) {
-                self.txn().set_timer(&TimerKey::new(*at, id.template, id.key.as_str(), name.as_str()))?;
+                self.set_timer(&TimerKey::new(*at, id.template, id.key.as_str(), name.as_str()))?;
             }
         }
         for record in outputs {
@@ -492,8 +496,12 @@ impl Shard {
         for (name, time) in timers {
             self.txn().remove_timer(&TimerKey::new(time, id.template, id.key.as_str(), name))?;
         }
-        self.txn().set_timer(&TimerKey::new(purge_at, id.template, id.key.as_str(), PURGE_TIMER))?;
-        Ok(())
+        self.set_timer(&TimerKey::new(purge_at, id.template, id.key.as_str(), PURGE_TIMER))
+    }
+
+    fn set_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
+        self.next_timer = Some(self.next_timer.map_or(timer.time, |t| t.min(timer.time)));
+        self.txn().set_timer(timer)
     }
 
     fn advance_watermark(&mut self, watermark: Millis) -> Result<(), StorageError> {
@@ -501,9 +509,13 @@ impl Shard {
             return Ok(());
         }
         self.watermark = watermark;
+        if self.next_timer.is_none_or(|next| next > watermark) {
+            return Ok(());
+        }
         loop {
             let due = self.txn().due_timers(watermark, 256)?;
             if due.is_empty() {
+                self.next_timer = self.txn().next_timer()?.map(|t| t.time);
                 return Ok(());
             }
             for timer in due {

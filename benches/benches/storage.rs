@@ -1,1 +1,198 @@
-fn main() {}
+//! Shard storage: the codec on an instance record, the checkpoint (put N dirty instances +
+//! commit), durable timers (insert, fire) and instance activation (lookup among 100k).
+//!
+//! The databases live in a temporary directory: put `TMPDIR` on the volume the state will use
+//! to measure its fsync cost.
+
+use std::hint::black_box;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vigil_actors::templates::process::ProcessState;
+use vigil_benches::{example_spec, open_order, shop_lines, InstanceRecord};
+use vigil_storage::{codec, InstanceId, ShardStore, TimerKey};
+
+/// An instance id shaped like the example's (the `order` process, an order number).
+fn order_id(i: u64) -> InstanceId {
+    InstanceId::new(0, format!("ORD-{:010}", 1_000_000 + i))
+}
+
+/// The realistic encoded record of an open order, and the parts it is made of.
+fn fixture() -> &'static (ProcessState, InstanceRecord, Vec<u8>) {
+    static FIXTURE: OnceLock<(ProcessState, InstanceRecord, Vec<u8>)> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let spec = example_spec();
+        let (state, record) = open_order(&spec, &shop_lines(20_000));
+        let bytes = codec::encode(&record);
+        (state, record, bytes)
+    })
+}
+
+fn bench_codec(c: &mut Criterion) {
+    let (state, record, bytes) = fixture();
+    let mut group = c.benchmark_group("storage/codec");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    // As a checkpoint does: encode the template's state, then the record around it.
+    group.bench_function("encode_instance", |b| {
+        b.iter(|| {
+            let stored = InstanceRecord {
+                meta: record.meta.clone(),
+                state: Some(codec::encode(black_box(state))),
+            };
+            codec::encode(&stored)
+        })
+    });
+    // As an activation does: decode the record, then the template's state in it.
+    group.bench_function("decode_instance", |b| {
+        b.iter(|| {
+            let stored: InstanceRecord = codec::decode(black_box(bytes.as_slice())).unwrap();
+            let state: ProcessState = codec::decode(stored.state.as_deref().unwrap()).unwrap();
+            (stored.meta, state)
+        })
+    });
+    group.finish();
+}
+
+fn bench_checkpoint(c: &mut Criterion) {
+    let (_, _, bytes) = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("storage/checkpoint");
+    group.measurement_time(Duration::from_secs(5));
+    for n in [100u64, 1_000, 10_000] {
+        let store = ShardStore::open(&dir.path().join(format!("checkpoint-{n}.redb"))).unwrap();
+        let ids: Vec<InstanceId> = (0..n).map(order_id).collect();
+        group.throughput(Throughput::Elements(n));
+        // The first iteration inserts, the others update: a checkpoint of N dirty instances.
+        group.bench_with_input(BenchmarkId::new("put_commit", n), &ids, |b, ids| {
+            b.iter(|| {
+                let mut txn = store.begin().unwrap();
+                for id in ids {
+                    txn.put_instance(id, bytes).unwrap();
+                }
+                txn.put_meta("position", &codec::encode(&42u64)).unwrap();
+                txn.commit().unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Timers per iteration of the timer benchmarks, over a background of pending ones.
+const TIMER_BATCH: u64 = 1_000;
+const PENDING_TIMERS: u64 = 10_000;
+
+fn sla_timer(time: i64, i: u64) -> TimerKey {
+    TimerKey::new(
+        time,
+        0,
+        format!("ORD-{:010}", 1_000_000 + i),
+        "sla:SLA_BREACHED",
+    )
+}
+
+fn bench_timers(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(&dir.path().join("timers.redb")).unwrap();
+    // Pending timers one second apart; the first TIMER_BATCH of them are due at `due`.
+    let mut txn = store.begin().unwrap();
+    for i in 0..PENDING_TIMERS {
+        txn.set_timer(&sla_timer(i as i64 * 1_000, i)).unwrap();
+    }
+    txn.commit().unwrap();
+    let due = (TIMER_BATCH as i64 - 1) * 1_000;
+    let fresh: Vec<TimerKey> = (0..TIMER_BATCH)
+        .map(|i| sla_timer(i as i64 * 1_000 + 500, PENDING_TIMERS + i))
+        .collect();
+
+    let mut group = c.benchmark_group("storage/timers");
+    group.throughput(Throughput::Elements(TIMER_BATCH));
+    // Only the operations are timed: each iteration begins its own transaction and drops it
+    // afterwards (a rollback), so every iteration sees the same table.
+    group.bench_function("set", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mut txn = store.begin().unwrap();
+                let start = Instant::now();
+                for timer in &fresh {
+                    txn.set_timer(black_box(timer)).unwrap();
+                }
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.bench_function("due_and_remove", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mut txn = store.begin().unwrap();
+                let start = Instant::now();
+                let fired = txn
+                    .due_timers(black_box(due), TIMER_BATCH as usize)
+                    .unwrap();
+                for timer in &fired {
+                    txn.remove_timer(timer).unwrap();
+                }
+                total += start.elapsed();
+                assert_eq!(fired.len() as u64, TIMER_BATCH);
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+const INSTANCES: u64 = 100_000;
+
+fn bench_activation(c: &mut Criterion) {
+    let (_, _, bytes) = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(&dir.path().join("activation.redb")).unwrap();
+    let mut txn = store.begin().unwrap();
+    for i in 0..INSTANCES {
+        txn.put_instance(&order_id(i), bytes).unwrap();
+    }
+    txn.commit().unwrap();
+    // Existing keys in a scattered order (a full-period step through 0..INSTANCES).
+    let probes: Vec<InstanceId> = (0..4_096u64)
+        .map(|i| order_id((i * 7_919 + 13) % INSTANCES))
+        .collect();
+
+    let mut group = c.benchmark_group("storage/activation");
+    group.throughput(Throughput::Elements(1));
+    let txn = store.begin().unwrap();
+    let mut next = 0;
+    group.bench_function("lookup_of_100k", |b| {
+        b.iter(|| {
+            next = (next + 1) % probes.len();
+            txn.instance(&probes[next])
+                .unwrap()
+                .expect("an existing key")
+        })
+    });
+    group.bench_function("lookup_and_decode_of_100k", |b| {
+        b.iter(|| {
+            next = (next + 1) % probes.len();
+            let bytes = txn
+                .instance(&probes[next])
+                .unwrap()
+                .expect("an existing key");
+            let stored: InstanceRecord = codec::decode(&bytes).unwrap();
+            let state: ProcessState = codec::decode(stored.state.as_deref().unwrap()).unwrap();
+            (stored.meta, state)
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = bench_codec, bench_checkpoint, bench_timers, bench_activation
+}
+criterion_main!(benches);
