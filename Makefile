@@ -1,6 +1,6 @@
 # The two commands of the README, and what CI runs (`.ci/run` calls `make test`).
 CARGO ?= cargo
-# loom recompiles every dependency with `--cfg loom`: keep that in its own target directory.
+# loom recompiles every dependency with `--cfg vigil_loom`: keep that in its own target directory.
 LOOM_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)/loom
 
 .PHONY: demo test fmt lint unit loom bench
@@ -22,7 +22,7 @@ unit:
 	$(CARGO) test --workspace
 
 loom:
-	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=$(LOOM_TARGET_DIR) \
+	RUSTFLAGS="--cfg vigil_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=$(LOOM_TARGET_DIR) \
 		$(CARGO) test -p vigil-actors --release --lib loom_
 
 bench:

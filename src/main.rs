@@ -28,7 +28,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const ORDER_FULFILMENT: &str = include_str!("../examples/order-fulfilment/topology.toml");
 
 #[derive(Parser)]
-#[command(name = "vigil", version, about = "Real-time business process monitoring and streaming ETL")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Real-time business process monitoring and streaming ETL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -83,7 +87,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { topology, quiet } => run(&topology, quiet),
         Command::Validate { topologies } => validate(&topologies),
-        Command::Generate { seed, orders, out } => generate(seed, orders, &out).map(|_| ExitCode::SUCCESS),
+        Command::Generate { seed, orders, out } => {
+            generate(seed, orders, &out).map(|_| ExitCode::SUCCESS)
+        }
         Command::Verify { expected, out } => verify_command(&expected, &out),
         Command::Demo { seed, orders, dir } => demo(seed, orders, &dir),
     };
@@ -121,7 +127,9 @@ fn run_spec(spec: JobSpec, quiet: bool) -> Result<RunSummary> {
     let lines = Arc::new(AtomicU64::new(0));
     let progress = (!quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"),
+        );
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
     });
@@ -154,9 +162,16 @@ fn run_spec(spec: JobSpec, quiet: bool) -> Result<RunSummary> {
 fn print_summary(s: &RunSummary) {
     let c = &s.counts;
     let secs = s.elapsed.as_secs_f64();
-    println!("job `{}` {}", s.job, if s.finished { "finished" } else { "stopped" });
+    println!(
+        "job `{}` {}",
+        s.job,
+        if s.finished { "finished" } else { "stopped" }
+    );
     match s.resumed_at {
-        Some(seq) => println!("  resumed at line {seq}; read {} lines in {secs:.2} s", s.lines_this_run),
+        Some(seq) => println!(
+            "  resumed at line {seq}; read {} lines in {secs:.2} s",
+            s.lines_this_run
+        ),
         None => println!(
             "  read {} lines in {secs:.2} s ({:.0} lines/s)",
             s.lines_this_run,
@@ -201,16 +216,26 @@ fn validate(topologies: &[PathBuf]) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn generate(seed: u64, orders: u64, out: &Path) -> Result<shop::GenerateSummary> {
-    let config = ShopConfig { seed, orders, ..ShopConfig::default() };
+    let config = ShopConfig {
+        seed,
+        orders,
+        ..ShopConfig::default()
+    };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(orders);
         bar.set_style(
-            ProgressStyle::with_template("generating {bar:40} {pos}/{len} orders [{elapsed} < {eta}]")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "generating {bar:40} {pos}/{len} orders [{elapsed} < {eta}]",
+            )
+            .expect("valid template"),
         );
         bar
     });
@@ -219,7 +244,8 @@ fn generate(seed: u64, orders: u64, out: &Path) -> Result<shop::GenerateSummary>
             bar.set_position(done);
         }
     };
-    let summary = shop::generate(&config, out, &mut progress).with_context(|| format!("cannot write to {}", out.display()))?;
+    let summary = shop::generate(&config, out, &mut progress)
+        .with_context(|| format!("cannot write to {}", out.display()))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -232,7 +258,11 @@ fn generate(seed: u64, orders: u64, out: &Path) -> Result<shop::GenerateSummary>
         summary.files.len(),
         out.display()
     );
-    println!("ground truth: {} records in {}", summary.expected_records, out.join("expected.jsonl").display());
+    println!(
+        "ground truth: {} records in {}",
+        summary.expected_records,
+        out.join("expected.jsonl").display()
+    );
     Ok(summary)
 }
 
@@ -243,12 +273,19 @@ fn verify_command(expected: &Path, out: &Path) -> Result<ExitCode> {
     }
     let comparison = verify::compare(expected, &files)?;
     print_comparison(&comparison);
-    Ok(if comparison.is_exact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if comparison.is_exact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn print_comparison(c: &verify::Comparison) {
     if c.is_exact() {
-        println!("exactly the ground truth: {} records, none missing, none extra, none duplicated", c.expected);
+        println!(
+            "exactly the ground truth: {} records, none missing, none extra, none duplicated",
+            c.expected
+        );
         return;
     }
     println!(
@@ -288,7 +325,11 @@ fn demo(seed: u64, orders: u64, dir: &Path) -> Result<ExitCode> {
         "VIGIL_STATE" => Some(dir.join("state").display().to_string()),
         other => std::env::var(other).ok(),
     };
-    let spec = match vigil_topology::compile_str(ORDER_FULFILMENT, &topology.display().to_string(), &env) {
+    let spec = match vigil_topology::compile_str(
+        ORDER_FULFILMENT,
+        &topology.display().to_string(),
+        &env,
+    ) {
         Ok(spec) => spec,
         Err(diagnostics) => {
             eprint!("{diagnostics}");
@@ -331,5 +372,9 @@ fn demo(seed: u64, orders: u64, dir: &Path) -> Result<ExitCode> {
     println!("\n== 4. checked against the generator's ground truth");
     let comparison = verify::compare(&data.join("expected.jsonl"), &files)?;
     print_comparison(&comparison);
-    Ok(if comparison.is_exact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if comparison.is_exact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

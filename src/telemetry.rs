@@ -23,9 +23,12 @@ impl Drop for Telemetry {
 }
 
 pub fn otlp_configured() -> bool {
-    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
 }
 
 pub fn init() -> Telemetry {
@@ -37,7 +40,10 @@ pub fn init() -> Telemetry {
         let _ = tracing_subscriber::registry().with(fmt).try_init();
         return Telemetry { provider: None };
     }
-    let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+    {
         Ok(exporter) => exporter,
         Err(e) => {
             let _ = tracing_subscriber::registry().with(fmt).try_init();
@@ -45,7 +51,9 @@ pub fn init() -> Telemetry {
             return Telemetry { provider: None };
         }
     };
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name("vigil").build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("vigil")
+        .build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
@@ -54,6 +62,11 @@ pub fn init() -> Telemetry {
     let spans = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(EnvFilter::new("info,vigil_actors=debug"));
-    let _ = tracing_subscriber::registry().with(fmt).with(spans).try_init();
-    Telemetry { provider: Some(provider) }
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(spans)
+        .try_init();
+    Telemetry {
+        provider: Some(provider),
+    }
 }

@@ -12,7 +12,10 @@ const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
 fn topology(work: &Workdir) -> std::path::PathBuf {
     // Checkpoint often so that kills land between checkpoints with uncommitted work behind.
-    let text = example_with(&[("checkpoint_interval = \"1s\"", "checkpoint_interval = \"150ms\"")]);
+    let text = example_with(&[(
+        "checkpoint_interval = \"1s\"",
+        "checkpoint_interval = \"150ms\"",
+    )]);
     let path = work.path().join("topology.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -20,7 +23,11 @@ fn topology(work: &Workdir) -> std::path::PathBuf {
 
 fn vigil_run(work: &Workdir) -> Command {
     let mut command = Command::new(VIGIL);
-    command.arg("run").arg(topology(work)).arg("--quiet").envs(work.env());
+    command
+        .arg("run")
+        .arg(topology(work))
+        .arg("--quiet")
+        .envs(work.env());
     command.stdout(Stdio::null()).stderr(Stdio::null());
     command
 }
@@ -28,11 +35,17 @@ fn vigil_run(work: &Workdir) -> Command {
 /// Output lines with the work directory's path taken out (dead letters name their file).
 fn normalized_lines(work: &Workdir) -> Vec<String> {
     let prefix = work.path().display().to_string();
-    work.output_lines().into_iter().map(|l| l.replace(&prefix, "WORKDIR")).collect()
+    work.output_lines()
+        .into_iter()
+        .map(|l| l.replace(&prefix, "WORKDIR"))
+        .collect()
 }
 
 fn output_bytes(work: &Workdir) -> u64 {
-    common::jsonl_files(&work.out()).iter().map(|f| f.metadata().map_or(0, |m| m.len())).sum()
+    common::jsonl_files(&work.out())
+        .iter()
+        .map(|f| f.metadata().map_or(0, |m| m.len()))
+        .sum()
 }
 
 #[test]
@@ -52,7 +65,9 @@ fn kill_9_mid_run_then_rerun_writes_exactly_what_an_uninterrupted_run_writes() {
         let mut child = vigil_run(&crashed).spawn().unwrap();
         // Kill once the run has written something new (or after a while).
         let started = Instant::now();
-        while output_bytes(&crashed) <= last_size + 20_000 && started.elapsed() < Duration::from_secs(20) {
+        while output_bytes(&crashed) <= last_size + 20_000
+            && started.elapsed() < Duration::from_secs(20)
+        {
             if child.try_wait().unwrap().is_some() {
                 break;
             }
@@ -66,14 +81,32 @@ fn kill_9_mid_run_then_rerun_writes_exactly_what_an_uninterrupted_run_writes() {
         kills += 1;
         last_size = output_bytes(&crashed);
     }
-    assert!(kills >= 2, "the run should have been killed mid-stream at least twice, was {kills}");
+    assert!(
+        kills >= 2,
+        "the run should have been killed mid-stream at least twice, was {kills}"
+    );
     let status = vigil_run(&crashed).status().unwrap();
     assert!(status.success());
 
     let recovered = normalized_lines(&crashed);
-    let missing: Vec<_> = uninterrupted.iter().filter(|l| !recovered.contains(l)).take(3).collect();
-    let extra: Vec<_> = recovered.iter().filter(|l| !uninterrupted.contains(l)).take(3).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:#?}\nextra {extra:#?}");
-    assert_eq!(recovered.len(), uninterrupted.len(), "duplicates after recovery");
+    let missing: Vec<_> = uninterrupted
+        .iter()
+        .filter(|l| !recovered.contains(l))
+        .take(3)
+        .collect();
+    let extra: Vec<_> = recovered
+        .iter()
+        .filter(|l| !uninterrupted.contains(l))
+        .take(3)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:#?}\nextra {extra:#?}"
+    );
+    assert_eq!(
+        recovered.len(),
+        uninterrupted.len(),
+        "duplicates after recovery"
+    );
     assert_matches_ground_truth(&crashed);
 }

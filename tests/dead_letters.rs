@@ -26,11 +26,18 @@ fn every_kind_of_bad_line_is_dead_lettered_with_its_reason_and_raw_line() {
         format!(r#"{{"type":"PARCEL_SHIPPED","event_id":"e7","order_number":"ORD-1",{t},"parcel_id":"P1","carrier":"dhl"}}"#),
         format!(r#"{{"type":"PARCEL_SHIPPED","event_id":"e7","order_number":"ORD-1",{t},"parcel_id":"P1","carrier":"dhl"}}"#),
     ];
-    std::fs::write(work.data().join("events-0000.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(
+        work.data().join("events-0000.jsonl"),
+        lines.join("\n") + "\n",
+    )
+    .unwrap();
     let summary = job::run(work.compile(EXAMPLE), RunOptions::default()).unwrap();
 
     let text = std::fs::read_to_string(work.out().join("dead_letters.jsonl")).unwrap();
-    let letters: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let letters: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let mut by_line: Vec<(u64, String, Value, String)> = letters
         .iter()
         .map(|l| {
@@ -43,7 +50,10 @@ fn every_kind_of_bad_line_is_dead_lettered_with_its_reason_and_raw_line() {
         })
         .collect();
     by_line.sort_by_key(|l| l.0);
-    let names: Vec<(u64, &str)> = by_line.iter().map(|(n, name, _, _)| (*n, name.as_str())).collect();
+    let names: Vec<(u64, &str)> = by_line
+        .iter()
+        .map(|(n, name, _, _)| (*n, name.as_str()))
+        .collect();
     assert_eq!(
         names,
         vec![
@@ -64,13 +74,24 @@ fn every_kind_of_bad_line_is_dead_lettered_with_its_reason_and_raw_line() {
             assert_eq!(key, "ORD-1", "the key is reported once it could be read");
         }
     }
-    assert!(letters.iter().all(|l| l["kind"] == "dead_letter" && l["source"] == "shop"));
-    let wrong_type = letters.iter().find(|l| l["name"] == "WRONG_FIELD_TYPE").unwrap();
-    assert!(wrong_type["reason"].as_str().unwrap().contains("parcel_id"), "{wrong_type}");
+    assert!(letters
+        .iter()
+        .all(|l| l["kind"] == "dead_letter" && l["source"] == "shop"));
+    let wrong_type = letters
+        .iter()
+        .find(|l| l["name"] == "WRONG_FIELD_TYPE")
+        .unwrap();
+    assert!(
+        wrong_type["reason"].as_str().unwrap().contains("parcel_id"),
+        "{wrong_type}"
+    );
     assert_eq!(wrong_type["event_time"], "2026-11-02T10:00:00.000Z");
 
     let c = &summary.counts;
-    assert_eq!((c.read, c.processed, c.dead_lettered, c.duplicates), (12, 2, 9, 1));
+    assert_eq!(
+        (c.read, c.processed, c.dead_lettered, c.duplicates),
+        (12, 2, 9, 1)
+    );
     // The valid order shipped its one parcel.
     let events = std::fs::read_to_string(work.out().join("events.jsonl")).unwrap();
     assert_eq!(events.lines().count(), 1);

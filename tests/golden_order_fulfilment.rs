@@ -16,10 +16,23 @@ fn example_topology_emits_exactly_the_ground_truth() {
     let c = &summary.counts;
     assert!(summary.finished);
     assert_eq!(c.read, generated.lines, "every line is accounted for");
-    assert_eq!(c.read, c.processed + c.dead_lettered + c.duplicates, "{c:?}");
-    assert_eq!(c.dead_lettered, generated.malformed, "each malformed line is dead-lettered, nothing else");
-    assert!(c.duplicates > 0 && c.duplicates <= generated.duplicates, "{c:?} vs {generated:?}");
-    assert_eq!(summary.watermark, generated.final_watermark, "the watermark ends at the largest event time");
+    assert_eq!(
+        c.read,
+        c.processed + c.dead_lettered + c.duplicates,
+        "{c:?}"
+    );
+    assert_eq!(
+        c.dead_lettered, generated.malformed,
+        "each malformed line is dead-lettered, nothing else"
+    );
+    assert!(
+        c.duplicates > 0 && c.duplicates <= generated.duplicates,
+        "{c:?} vs {generated:?}"
+    );
+    assert_eq!(
+        summary.watermark, generated.final_watermark,
+        "the watermark ends at the largest event time"
+    );
 
     // Running again over the same state reads nothing new and writes nothing new.
     let before = work.output_lines();

@@ -9,18 +9,34 @@ use vigil_actors::shard::Shard;
 use vigil_storage::ShardStore;
 
 fn line(ty: &str, id: &str, order: &str, time: &str, extra: &str) -> String {
-    format!(r#"{{"type":"{ty}","event_id":"{id}","order_number":"{order}","occurred_at":"{time}"{extra}}}"#)
+    format!(
+        r#"{{"type":"{ty}","event_id":"{id}","order_number":"{order}","occurred_at":"{time}"{extra}}}"#
+    )
 }
 
 fn created(id: &str, order: &str, time: &str) -> String {
-    line("ORDER_CREATED", id, order, time, r#","customer_id":"C-1","country":"DE","amount":1.0,"payment_method":"paypal","parcels":1"#)
+    line(
+        "ORDER_CREATED",
+        id,
+        order,
+        time,
+        r#","customer_id":"C-1","country":"DE","amount":1.0,"payment_method":"paypal","parcels":1"#,
+    )
 }
 
 fn stored_keys(work: &Workdir) -> Vec<String> {
     let mut keys = Vec::new();
     for shard in 0..8 {
         let store = ShardStore::open(&Shard::path(&work.state(), shard)).unwrap();
-        keys.extend(store.read().unwrap().instances().unwrap().into_iter().map(|(id, _)| id.key));
+        keys.extend(
+            store
+                .read()
+                .unwrap()
+                .instances()
+                .unwrap()
+                .into_iter()
+                .map(|(id, _)| id.key),
+        );
     }
     keys.sort();
     keys
@@ -35,23 +51,64 @@ fn ended_instances_are_deleted_and_their_tombstones_purged() {
         created("a1", "ORD-DONE", "2026-11-02T10:00:00Z"),
         created("b1", "ORD-CANCELLED", "2026-11-02T10:01:00Z"),
         created("c1", "ORD-OPEN", "2026-11-02T10:02:00Z"),
-        line("ORDER_CANCELLED", "b2", "ORD-CANCELLED", "2026-11-02T11:00:00Z", ""),
-        line("PARCEL_SHIPPED", "a2", "ORD-DONE", "2026-11-02T12:00:00Z", parcel),
-        line("PARCEL_DELIVERED", "a3", "ORD-DONE", "2026-11-03T09:00:00Z", r#","parcel_id":"P1""#),
+        line(
+            "ORDER_CANCELLED",
+            "b2",
+            "ORD-CANCELLED",
+            "2026-11-02T11:00:00Z",
+            "",
+        ),
+        line(
+            "PARCEL_SHIPPED",
+            "a2",
+            "ORD-DONE",
+            "2026-11-02T12:00:00Z",
+            parcel,
+        ),
+        line(
+            "PARCEL_DELIVERED",
+            "a3",
+            "ORD-DONE",
+            "2026-11-03T09:00:00Z",
+            r#","parcel_id":"P1""#,
+        ),
         // A late duplicate of a completed order's event is ignored, not a new instance.
-        line("PARCEL_DELIVERED", "a3", "ORD-DONE", "2026-11-03T09:00:00Z", r#","parcel_id":"P1""#),
+        line(
+            "PARCEL_DELIVERED",
+            "a3",
+            "ORD-DONE",
+            "2026-11-03T09:00:00Z",
+            r#","parcel_id":"P1""#,
+        ),
         // Time moves on: past the 2 h dedup retention of both ended orders.
-        line("PARCEL_SHIPPED", "c2", "ORD-OPEN", "2026-11-03T11:30:00Z", parcel),
+        line(
+            "PARCEL_SHIPPED",
+            "c2",
+            "ORD-OPEN",
+            "2026-11-03T11:30:00Z",
+            parcel,
+        ),
     ];
-    std::fs::write(work.data().join("events-0000.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(
+        work.data().join("events-0000.jsonl"),
+        lines.join("\n") + "\n",
+    )
+    .unwrap();
     let summary = job::run(work.compile(EXAMPLE), RunOptions::default()).unwrap();
 
     assert_eq!(summary.counts.instances_started, 3);
     assert_eq!(summary.counts.instances_ended, 2);
     assert_eq!(summary.counts.duplicates, 1);
-    assert_eq!(summary.tombstones, 0, "tombstones are purged after dedup_retention");
+    assert_eq!(
+        summary.tombstones, 0,
+        "tombstones are purged after dedup_retention"
+    );
     assert_eq!(summary.live_instances, 1);
-    assert_eq!(stored_keys(&work), vec!["ORD-OPEN".to_string()], "only the open order is in redb");
+    assert_eq!(
+        stored_keys(&work),
+        vec!["ORD-OPEN".to_string()],
+        "only the open order is in redb"
+    );
     // ORD-OPEN shipped its parcel late: one alert, one complex event; nothing else.
     let alerts = std::fs::read_to_string(work.out().join("alerts.jsonl")).unwrap();
     assert_eq!(alerts.lines().count(), 1);
@@ -66,11 +123,24 @@ fn tombstones_stay_until_the_watermark_passes_their_retention() {
     std::fs::create_dir_all(work.data()).unwrap();
     let lines = [
         created("b1", "ORD-CANCELLED", "2026-11-02T10:00:00Z"),
-        line("ORDER_CANCELLED", "b2", "ORD-CANCELLED", "2026-11-02T10:30:00Z", ""),
+        line(
+            "ORDER_CANCELLED",
+            "b2",
+            "ORD-CANCELLED",
+            "2026-11-02T10:30:00Z",
+            "",
+        ),
         created("c1", "ORD-OPEN", "2026-11-02T11:00:00Z"),
     ];
-    std::fs::write(work.data().join("events-0000.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(
+        work.data().join("events-0000.jsonl"),
+        lines.join("\n") + "\n",
+    )
+    .unwrap();
     let summary = job::run(work.compile(EXAMPLE), RunOptions::default()).unwrap();
     assert_eq!((summary.live_instances, summary.tombstones), (1, 1));
-    assert_eq!(stored_keys(&work), vec!["ORD-CANCELLED".to_string(), "ORD-OPEN".to_string()]);
+    assert_eq!(
+        stored_keys(&work),
+        vec!["ORD-CANCELLED".to_string(), "ORD-OPEN".to_string()]
+    );
 }

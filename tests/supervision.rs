@@ -42,7 +42,12 @@ impl DynTemplate for Faulty {
     fn clone_state(&self, state: &AnyState) -> AnyState {
         self.inner.clone_state(state)
     }
-    fn on_event(&self, state: &mut AnyState, event: &Event, cx: &mut Context<'_>) -> Result<(), TemplateError> {
+    fn on_event(
+        &self,
+        state: &mut AnyState,
+        event: &Event,
+        cx: &mut Context<'_>,
+    ) -> Result<(), TemplateError> {
         if cx.key() == self.key {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             let first = {
@@ -60,7 +65,12 @@ impl DynTemplate for Faulty {
         }
         self.inner.on_event(state, event, cx)
     }
-    fn on_timer(&self, state: &mut AnyState, timer: &str, cx: &mut Context<'_>) -> Result<(), TemplateError> {
+    fn on_timer(
+        &self,
+        state: &mut AnyState,
+        timer: &str,
+        cx: &mut Context<'_>,
+    ) -> Result<(), TemplateError> {
         self.inner.on_timer(state, timer, cx)
     }
     fn is_complete(&self, state: &AnyState) -> bool {
@@ -93,7 +103,10 @@ fn run_with_faulty(work: &Workdir, always: bool) -> (job::RunSummary, u32, Strin
         attempts: attempts.clone(),
         seen: Default::default(),
     };
-    let options = RunOptions { templates: Some(vec![Box::new(faulty)]), ..RunOptions::default() };
+    let options = RunOptions {
+        templates: Some(vec![Box::new(faulty)]),
+        ..RunOptions::default()
+    };
     let summary = job::run(spec, options).unwrap();
     (summary, attempts.load(Ordering::SeqCst), key)
 }
@@ -116,7 +129,9 @@ fn a_handler_that_always_panics_dead_letters_its_events_and_loses_nothing_else()
     // The victim's events were each tried 1 + max_retries (3) times, then dead-lettered.
     let failed: Vec<_> = actual
         .iter()
-        .filter(|((kind, name, k, _), _)| kind == "dead_letter" && name == "HANDLER_FAILED" && k.as_deref() == Some(&key))
+        .filter(|((kind, name, k, _), _)| {
+            kind == "dead_letter" && name == "HANDLER_FAILED" && k.as_deref() == Some(&key)
+        })
         .collect();
     let failed_events: usize = failed.iter().map(|(_, n)| **n).sum();
     assert!(failed_events >= 2, "{failed:?}");
@@ -126,7 +141,10 @@ fn a_handler_that_always_panics_dead_letters_its_events_and_loses_nothing_else()
     assert_eq!(c.read, c.processed + c.dead_lettered + c.duplicates);
     // The reason is in the record.
     let text = std::fs::read_to_string(work.out().join("dead_letters.jsonl")).unwrap();
-    assert!(text.contains("injected failure for"), "the panic message is the reason");
+    assert!(
+        text.contains("injected failure for"),
+        "the panic message is the reason"
+    );
 }
 
 #[test]
@@ -135,7 +153,10 @@ fn a_handler_that_panics_once_is_retried_from_its_last_good_state() {
     std::panic::set_hook(Box::new(|_| {}));
     let (summary, attempts, _key) = run_with_faulty(&work, false);
     let _ = std::panic::take_hook();
-    assert!(attempts >= 4, "each event of the victim failed once and was retried");
+    assert!(
+        attempts >= 4,
+        "each event of the victim failed once and was retried"
+    );
     assert_eq!(summary.counts.handler_failures, 0);
     // Had a retry started from the state the failed attempt damaged, the victim's distinct
     // parcel counts would be off and its records would differ.
@@ -148,10 +169,47 @@ fn a_failing_shard_actor_restarts_from_its_checkpoint_and_replays_what_came_sinc
     work.generate(8, 2_000);
     let spec = work.compile(&common::example_with(&[("shards = 8", "shards = 2")]));
     let options = RunOptions {
-        faults: Faults { fail_shard_at: Some((1, 9_000)) },
+        faults: Faults {
+            fail_shard_at: Some((1, 9_000)),
+            fail_times: 1,
+        },
         ..RunOptions::default()
     };
     let summary = job::run(spec, options).unwrap();
     assert_eq!(summary.shard_restarts, 1);
     assert_matches_ground_truth(&work);
+}
+
+#[test]
+fn a_shard_that_keeps_failing_fails_the_run_instead_of_hanging_it() {
+    let work = Workdir::new();
+    work.generate(8, 500);
+    let spec = work.compile(&common::example_with(&[("shards = 8", "shards = 2")]));
+    let options = RunOptions {
+        faults: Faults {
+            fail_shard_at: Some((0, 100)),
+            fail_times: 100,
+        },
+        ..RunOptions::default()
+    };
+    let error = job::run(spec, options).unwrap_err().to_string();
+    assert!(
+        error.contains("shard 0 failed 4 times") && error.contains("injected fault"),
+        "{error}"
+    );
+}
+
+#[test]
+fn state_written_for_another_layout_is_refused() {
+    let work = Workdir::new();
+    work.generate(8, 200);
+    job::run(work.compile(EXAMPLE), RunOptions::default()).unwrap();
+    let four = common::example_with(&[("shards = 8", "shards = 4")]);
+    let error = job::run(work.compile(&four), RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("incompatible state") && error.contains("shards: 8"),
+        "{error}"
+    );
 }

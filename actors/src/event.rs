@@ -99,7 +99,10 @@ impl Decoder {
             .iter()
             .enumerate()
             .map(|(i, spec)| {
-                let integer_keys = spec.fields.iter().any(|f| f.path == spec.key && f.ty == FieldType::Integer);
+                let integer_keys = spec
+                    .fields
+                    .iter()
+                    .any(|f| f.path == spec.key && f.ty == FieldType::Integer);
                 let decoder = TypeDecoder {
                     index: i as u16,
                     name: Arc::from(spec.name.as_str()),
@@ -115,12 +118,20 @@ impl Decoder {
     /// Decodes one line. `type_field` is the source's field naming the event type.
     /// On failure returns the reason, detail and whatever key and time could be read.
     pub fn decode(&self, line: &str, type_field: &str, seq: u64) -> Result<Event, Rejection> {
-        let reject = |reason, detail: String| Rejection { reason, detail, key: None, time: None };
+        let reject = |reason, detail: String| Rejection {
+            reason,
+            detail,
+            key: None,
+            time: None,
+        };
         let payload: Value = match serde_json::from_str(line) {
             Ok(value @ Value::Object(_)) => value,
             Ok(other) => {
                 let what = json_type_name(&other);
-                return Err(reject(Reason::MalformedJson, format!("expected a JSON object, got {what}")));
+                return Err(reject(
+                    Reason::MalformedJson,
+                    format!("expected a JSON object, got {what}"),
+                ));
             }
             Err(e) => return Err(reject(Reason::MalformedJson, format!("invalid JSON: {e}"))),
         };
@@ -134,7 +145,10 @@ impl Decoder {
                 ));
             }
             None => {
-                return Err(reject(Reason::MissingType, format!("no `{type_field}` field")));
+                return Err(reject(
+                    Reason::MissingType,
+                    format!("no `{type_field}` field"),
+                ));
             }
         };
         let Some(ty) = self.types.get(type_name) else {
@@ -150,17 +164,26 @@ impl Decoder {
                 Arc::from(n.to_string().as_str())
             }
             Some(Value::String(_)) => {
-                return Err(reject(Reason::MissingKey, format!("key field `{}` is empty", spec.key)));
+                return Err(reject(
+                    Reason::MissingKey,
+                    format!("key field `{}` is empty", spec.key),
+                ));
             }
             Some(Value::Null) | None => {
-                return Err(reject(Reason::MissingKey, format!("no key field `{}`", spec.key)));
+                return Err(reject(
+                    Reason::MissingKey,
+                    format!("no key field `{}`", spec.key),
+                ));
             }
             Some(other) => {
                 let what = json_type_name(other);
                 return Err(reject(
                     Reason::MissingKey,
                     match ty.integer_keys {
-                        true => format!("key field `{}` must be a string or an integer, got {what}", spec.key),
+                        true => format!(
+                            "key field `{}` must be a string or an integer, got {what}",
+                            spec.key
+                        ),
                         false => format!("key field `{}` must be a string, got {what}", spec.key),
                     },
                 ));
@@ -178,14 +201,21 @@ impl Decoder {
                 None => {
                     return Err(with_key(
                         Reason::BadTime,
-                        format!("time field `{}` is not an RFC 3339 timestamp: {t:?}", spec.time),
+                        format!(
+                            "time field `{}` is not an RFC 3339 timestamp: {t:?}",
+                            spec.time
+                        ),
                         None,
                     ))
                 }
             },
             Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or_default(),
             Some(Value::Null) | None => {
-                return Err(with_key(Reason::MissingTime, format!("no time field `{}`", spec.time), None));
+                return Err(with_key(
+                    Reason::MissingTime,
+                    format!("no time field `{}`", spec.time),
+                    None,
+                ));
             }
             Some(other) => {
                 let what = json_type_name(other);
@@ -202,7 +232,11 @@ impl Decoder {
                     if field.required {
                         return Err(with_key(
                             Reason::MissingField,
-                            format!("required field `{}` ({}) is missing", field.path, field.ty.name()),
+                            format!(
+                                "required field `{}` ({}) is missing",
+                                field.path,
+                                field.ty.name()
+                            ),
                             Some(time),
                         ));
                     }
@@ -212,7 +246,11 @@ impl Decoder {
                         let what = json_type_name(value);
                         return Err(with_key(
                             Reason::WrongFieldType,
-                            format!("field `{}` must be {}, got {what} {value}", field.path, article(field.ty)),
+                            format!(
+                                "field `{}` must be {}, got {what} {value}",
+                                field.path,
+                                article(field.ty)
+                            ),
                             Some(time),
                         ));
                     }
@@ -228,7 +266,15 @@ impl Decoder {
                 Value::Number(n) => Some(n.to_string().into_boxed_str()),
                 _ => None,
             });
-        Ok(Event { seq, type_index: ty.index, type_name: ty.name.clone(), key, time, id, payload })
+        Ok(Event {
+            seq,
+            type_index: ty.index,
+            type_name: ty.name.clone(),
+            key,
+            time,
+            id,
+            payload,
+        })
     }
 }
 
@@ -287,7 +333,11 @@ mod tests {
             key: FieldPath::parse("order_number"),
             time: FieldPath::parse("occurred_at"),
             id: Some(FieldPath::parse("event_id")),
-            fields: vec![FieldSpec { path: FieldPath::parse("parcels"), ty: FieldType::Integer, required: true }],
+            fields: vec![FieldSpec {
+                path: FieldPath::parse("parcels"),
+                ty: FieldType::Integer,
+                required: true,
+            }],
         }])
     }
 
@@ -305,7 +355,10 @@ mod tests {
                 9,
             )
             .unwrap();
-        assert_eq!((&*e.key, e.time, e.seq, e.id.as_deref()), ("ORD-1", 1_793_577_601_000, 9, Some("e1")));
+        assert_eq!(
+            (&*e.key, e.time, e.seq, e.id.as_deref()),
+            ("ORD-1", 1_793_577_601_000, 9, Some("e1"))
+        );
     }
 
     #[test]
@@ -314,8 +367,14 @@ mod tests {
         assert_eq!(reason("{\"type\":").0, Reason::MalformedJson);
         assert_eq!(reason("[1,2]").0, Reason::MalformedJson);
         assert_eq!(reason("{\"kind\":\"x\"}").0, Reason::MissingType);
-        assert_eq!(reason("{\"type\":\"NOPE\",\"order_number\":\"A\"}").0, Reason::UnknownType);
-        assert_eq!(reason(&format!("{{\"type\":\"ORDER_CREATED\",{t}}}")), (Reason::MissingKey, None, None));
+        assert_eq!(
+            reason("{\"type\":\"NOPE\",\"order_number\":\"A\"}").0,
+            Reason::UnknownType
+        );
+        assert_eq!(
+            reason(&format!("{{\"type\":\"ORDER_CREATED\",{t}}}")),
+            (Reason::MissingKey, None, None)
+        );
         assert_eq!(
             reason("{\"type\":\"ORDER_CREATED\",\"order_number\":\"A\"}"),
             (Reason::MissingTime, Some("A".into()), None)
@@ -324,10 +383,18 @@ mod tests {
             reason("{\"type\":\"ORDER_CREATED\",\"order_number\":\"A\",\"occurred_at\":\"not-a-time\"}").0,
             Reason::BadTime
         );
-        let (r, key, time) = reason(&format!("{{\"type\":\"ORDER_CREATED\",\"order_number\":\"A\",{t},\"parcels\":\"two\"}}"));
-        assert_eq!((r, key.as_deref(), time), (Reason::WrongFieldType, Some("A"), Some(1_793_577_601_000)));
+        let (r, key, time) = reason(&format!(
+            "{{\"type\":\"ORDER_CREATED\",\"order_number\":\"A\",{t},\"parcels\":\"two\"}}"
+        ));
         assert_eq!(
-            reason(&format!("{{\"type\":\"ORDER_CREATED\",\"order_number\":\"A\",{t}}}")).0,
+            (r, key.as_deref(), time),
+            (Reason::WrongFieldType, Some("A"), Some(1_793_577_601_000))
+        );
+        assert_eq!(
+            reason(&format!(
+                "{{\"type\":\"ORDER_CREATED\",\"order_number\":\"A\",{t}}}"
+            ))
+            .0,
             Reason::MissingField
         );
     }

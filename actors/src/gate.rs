@@ -7,54 +7,78 @@
 use crate::sync::{lock, Condvar, Mutex};
 
 pub struct Gate {
-    in_flight: Mutex<usize>,
+    state: Mutex<State>,
     freed: Condvar,
     capacity: usize,
 }
 
+struct State {
+    in_flight: usize,
+    /// Closed when the job fails: nobody waits any more.
+    closed: bool,
+}
+
 impl Gate {
     pub fn new(capacity: usize) -> Gate {
-        Gate { in_flight: Mutex::new(0), freed: Condvar::new(), capacity: capacity.max(1) }
+        Gate {
+            state: Mutex::new(State {
+                in_flight: 0,
+                closed: false,
+            }),
+            freed: Condvar::new(),
+            capacity: capacity.max(1),
+        }
     }
 
-    /// Blocks until a credit is free, then takes it.
-    pub fn acquire(&self) {
-        let mut in_flight = lock(&self.in_flight);
-        while *in_flight >= self.capacity {
-            in_flight = match self.freed.wait(in_flight) {
+    /// Blocks until a credit is free, then takes it. Returns `false` if the gate was closed.
+    pub fn acquire(&self) -> bool {
+        let mut state = lock(&self.state);
+        while state.in_flight >= self.capacity && !state.closed {
+            state = match self.freed.wait(state) {
                 Ok(guard) => guard,
                 Err(poisoned) => poisoned.into_inner(),
             };
         }
-        *in_flight += 1;
+        if state.closed {
+            return false;
+        }
+        state.in_flight += 1;
+        true
     }
 
     /// Returns a credit taken by [`Gate::acquire`].
     pub fn release(&self) {
-        let mut in_flight = lock(&self.in_flight);
-        debug_assert!(*in_flight > 0, "release without acquire");
-        *in_flight = in_flight.saturating_sub(1);
-        drop(in_flight);
-        self.freed.notify_one();
+        let mut state = lock(&self.state);
+        debug_assert!(state.in_flight > 0, "release without acquire");
+        state.in_flight = state.in_flight.saturating_sub(1);
+        drop(state);
+        self.freed.notify_all();
     }
 
-    /// Blocks until every credit has been returned: all handed-out batches are processed.
+    /// Blocks until every credit has been returned (all handed-out batches are processed)
+    /// or the gate is closed.
     pub fn wait_idle(&self) {
-        let mut in_flight = lock(&self.in_flight);
-        while *in_flight > 0 {
-            in_flight = match self.freed.wait(in_flight) {
+        let mut state = lock(&self.state);
+        while state.in_flight > 0 && !state.closed {
+            state = match self.freed.wait(state) {
                 Ok(guard) => guard,
                 Err(poisoned) => poisoned.into_inner(),
             };
         }
     }
 
+    /// Wakes every waiter and makes further `acquire`s fail.
+    pub fn close(&self) {
+        lock(&self.state).closed = true;
+        self.freed.notify_all();
+    }
+
     pub fn in_flight(&self) -> usize {
-        *lock(&self.in_flight)
+        lock(&self.state).in_flight
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, vigil_loom))]
 mod loom_gate {
     use super::*;
     use crate::sync::Arc;
@@ -74,7 +98,7 @@ mod loom_gate {
                 }
             });
             for batch in 0..2 {
-                gate.acquire();
+                assert!(gate.acquire());
                 tx.send(batch).unwrap();
             }
             gate.wait_idle();
@@ -84,7 +108,27 @@ mod loom_gate {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, vigil_loom))]
+mod loom_gate_close {
+    use super::*;
+    use crate::sync::Arc;
+
+    /// A reader blocked on a full gate is always woken by `close`, whatever the interleaving.
+    #[test]
+    fn loom_gate_close_wakes_the_reader() {
+        loom::model(|| {
+            let gate = Arc::new(Gate::new(1));
+            assert!(gate.acquire());
+            let closer = gate.clone();
+            let shard = loom::thread::spawn(move || closer.close());
+            let got = gate.acquire();
+            shard.join().unwrap();
+            assert!(!got);
+        });
+    }
+}
+
+#[cfg(all(test, not(vigil_loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
@@ -92,16 +136,31 @@ mod tests {
     #[test]
     fn acquire_blocks_until_a_credit_is_released() {
         let gate = Arc::new(Gate::new(2));
-        gate.acquire();
-        gate.acquire();
+        assert!(gate.acquire());
+        assert!(gate.acquire());
         let other = gate.clone();
         let waiter = std::thread::spawn(move || {
             other.acquire();
             other.in_flight()
         });
         std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(!waiter.is_finished(), "a third acquire must wait for a release");
+        assert!(
+            !waiter.is_finished(),
+            "a third acquire must wait for a release"
+        );
         gate.release();
         assert_eq!(waiter.join().unwrap(), 2);
+    }
+
+    #[test]
+    fn closing_wakes_a_blocked_acquire() {
+        let gate = Arc::new(Gate::new(1));
+        assert!(gate.acquire());
+        let other = gate.clone();
+        let waiter = std::thread::spawn(move || other.acquire());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        gate.close();
+        assert!(!waiter.join().unwrap(), "a closed gate gives no credit");
+        gate.wait_idle(); // returns although a credit is still out
     }
 }

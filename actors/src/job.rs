@@ -3,7 +3,6 @@
 //! largest event time seen and checkpoint.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,10 +13,14 @@ use tracing::{info, warn};
 use crate::event::{DeadLetter, Decoder};
 use crate::gate::Gate;
 use crate::hash::shard_of;
-use crate::shard::{Batch, Checkpoint, Deliver, Faults, Finish, Item, JobContext, Position, Recover, Shard, ShardCounts, ShardStatus};
+use crate::shard::{
+    Batch, Checkpoint, Deliver, Faults, Finish, Item, JobContext, Layout, Position, Recover, Shard,
+    ShardCounts, ShardStatus,
+};
 use crate::sink::Sinks;
 use crate::source::{self, Cursor, SourceMessage};
 use crate::spec::{FieldPath, JobSpec};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::template::DynTemplate;
 use crate::templates;
 use crate::time::{Millis, MIN_TIME};
@@ -27,7 +30,10 @@ pub enum RunError {
     #[error("cannot open sinks: {0}")]
     Sinks(std::io::Error),
     #[error("source `{source_name}`: {message}")]
-    Source { source_name: String, message: String },
+    Source {
+        source_name: String,
+        message: String,
+    },
     #[error("shard state: {0}")]
     Shard(String),
     #[error("the state in {dir} does not fit this topology: {message}")]
@@ -79,9 +85,15 @@ impl Router {
         let mut routes = vec![Vec::new(); spec.event_types.len()];
         for (t, template) in templates.iter().enumerate() {
             for sub in template.subscriptions() {
-                match spec.event_types.iter().position(|e| e.name == sub.event_type) {
+                match spec
+                    .event_types
+                    .iter()
+                    .position(|e| e.name == sub.event_type)
+                {
                     Some(i) => routes[i].push((t as u16, sub.key)),
-                    None => warn!(process = %spec.processes[t].name, event_type = %sub.event_type, "subscribes to an undeclared event type"),
+                    None => {
+                        warn!(process = %spec.processes[t].name, event_type = %sub.event_type, "subscribes to an undeclared event type")
+                    }
                 }
             }
         }
@@ -97,10 +109,15 @@ pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, RunError> {
         Some(t) => t,
         None => spec.processes.iter().map(templates::build).collect(),
     };
-    assert_eq!(templates.len(), spec.processes.len(), "one template per process");
+    assert_eq!(
+        templates.len(),
+        spec.processes.len(),
+        "one template per process"
+    );
     let router = Router::new(&spec, &templates);
     let process_names: Vec<String> = spec.processes.iter().map(|p| p.name.clone()).collect();
-    let sinks = Sinks::open(&spec.name, &process_names, &spec.sinks, &spec.dead_letter).map_err(RunError::Sinks)?;
+    let sinks = Sinks::open(&spec.name, &process_names, &spec.sinks, &spec.dead_letter)
+        .map_err(RunError::Sinks)?;
     let shards = spec.shards.max(1);
     let workers = match spec.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -120,6 +137,13 @@ pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, RunError> {
         dedup_retention: spec.dedup_retention,
         max_retries: spec.max_retries,
         faults: options.faults.clone(),
+        fatal: Mutex::new(None),
+        layout: Layout {
+            job: spec.name.clone(),
+            shards,
+            processes: spec.processes.iter().map(|p| p.name.clone()).collect(),
+            sources: spec.sources.iter().map(|s| s.name.clone()).collect(),
+        },
     });
 
     let system = System::new();
@@ -127,7 +151,9 @@ pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, RunError> {
     let addrs: Vec<Addr<Shard>> = (0..shards)
         .map(|i| {
             let job = job.clone();
-            Supervisor::start_in_arbiter(&arbiters[i as usize % workers].handle(), move |_| Shard::new(i, job))
+            Supervisor::start_in_arbiter(&arbiters[i as usize % workers].handle(), move |_| {
+                Shard::new(i, job)
+            })
         })
         .collect();
     let stop_runtime = |arbiters: Vec<Arbiter>| {
@@ -154,7 +180,9 @@ pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, RunError> {
         }
     };
     let statuses = if finished {
-        system.block_on(ask_all(&addrs, || Finish { watermark: final_watermark }))
+        system.block_on(ask_all(&addrs, || Finish {
+            watermark: final_watermark,
+        }))
     } else {
         system.block_on(ask_all(&addrs, || Checkpoint))
     };
@@ -193,7 +221,10 @@ where
 {
     let mut statuses = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        let status = addr.send(message()).await.map_err(|e| format!("shard unreachable: {e}"))??;
+        let status = addr
+            .send(message())
+            .await
+            .map_err(|e| format!("shard unreachable: {e}"))??;
         statuses.push(status);
     }
     Ok(statuses)
@@ -211,8 +242,15 @@ fn read_input(
 ) -> Result<(u64, Option<u64>, Millis, bool), RunError> {
     let shards = addrs.len() as u32;
     // Resume from the oldest shard checkpoint; a shard that never checkpointed means the start.
-    let mut position = match statuses.iter().map(|s| s.position.clone()).collect::<Option<Vec<_>>>() {
-        Some(positions) => positions.into_iter().min_by_key(|p| p.seq).unwrap_or_default(),
+    let mut position = match statuses
+        .iter()
+        .map(|s| s.position.clone())
+        .collect::<Option<Vec<_>>>()
+    {
+        Some(positions) => positions
+            .into_iter()
+            .min_by_key(|p| p.seq)
+            .unwrap_or_default(),
         None => Position::default(),
     };
     let resumed_at = (position.seq > 0).then_some(position.seq);
@@ -251,10 +289,19 @@ fn read_input(
     let source_watermark = |max: Option<Millis>| max.map_or(MIN_TIME, |m| m.saturating_sub(bound));
     let mut lines_read = 0u64;
     let mut last_input = Instant::now();
-    let type_names: HashMap<usize, &str> = spec.sources.iter().enumerate().map(|(i, s)| (i, s.type_field.as_str())).collect();
+    let type_names: HashMap<usize, &str> = spec
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, s.type_field.as_str()))
+        .collect();
 
     while running.iter().any(Option::is_some) {
-        if options.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+        if options
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
             job.gate.wait_idle();
             return Ok((lines_read, resumed_at, watermark, false));
         }
@@ -272,7 +319,9 @@ fn read_input(
                     let advanced = source_watermark(position.max_event_time).saturating_add(idle);
                     if advanced > watermark && position.max_event_time.is_some() {
                         watermark = advanced;
-                        broadcast(job, addrs, Vec::new(), &position, watermark);
+                        if !broadcast(job, addrs, Vec::new(), &position, watermark) {
+                            break;
+                        }
                     }
                     continue;
                 }
@@ -290,7 +339,10 @@ fn read_input(
                 continue;
             }
             SourceMessage::Failed(message) => {
-                return Err(RunError::Source { source_name: spec.sources[index].name.clone(), message });
+                return Err(RunError::Source {
+                    source_name: spec.sources[index].name.clone(),
+                    message,
+                });
             }
         };
         last_input = Instant::now();
@@ -309,7 +361,10 @@ fn read_input(
                     }
                     let routes = &router.routes[event.type_index as usize];
                     if routes.is_empty() {
-                        per_shard[(seq % shards as u64) as usize].push(Item::Unrouted { seq, watermark: before });
+                        per_shard[(seq % shards as u64) as usize].push(Item::Unrouted {
+                            seq,
+                            watermark: before,
+                        });
                         continue;
                     }
                     let event = Arc::new(event);
@@ -319,7 +374,9 @@ fn read_input(
                             None => event.key.clone(),
                             Some(path) => match path.lookup(&event.payload) {
                                 Some(serde_json::Value::String(k)) => Arc::from(k.as_str()),
-                                Some(v @ serde_json::Value::Number(_)) => Arc::from(v.to_string().as_str()),
+                                Some(v @ serde_json::Value::Number(_)) => {
+                                    Arc::from(v.to_string().as_str())
+                                }
                                 _ => continue,
                             },
                         };
@@ -334,7 +391,10 @@ fn read_input(
                         primary = false;
                     }
                     if primary {
-                        per_shard[(seq % shards as u64) as usize].push(Item::Unrouted { seq, watermark: before });
+                        per_shard[(seq % shards as u64) as usize].push(Item::Unrouted {
+                            seq,
+                            watermark: before,
+                        });
                     }
                 }
                 Err(rejection) => {
@@ -361,20 +421,43 @@ fn read_input(
         }
         position.cursors[index] = chunk.cursor;
         position.next_source = index + 1;
-        broadcast(job, addrs, per_shard, &position, watermark);
+        if !broadcast(job, addrs, per_shard, &position, watermark) {
+            break;
+        }
+    }
+    if let Some(message) = job.fatal() {
+        return Err(RunError::Shard(message));
     }
     job.gate.wait_idle();
-    Ok((lines_read, resumed_at, position.max_event_time.unwrap_or(MIN_TIME), true))
+    Ok((
+        lines_read,
+        resumed_at,
+        position.max_event_time.unwrap_or(MIN_TIME),
+        true,
+    ))
 }
 
 /// Hands every shard its items of a chunk (possibly none: the position and watermark still
-/// move), waiting for a credit per batch.
-fn broadcast(job: &JobContext, addrs: &[Addr<Shard>], mut per_shard: Vec<Vec<Item>>, position: &Position, watermark: Millis) {
+/// move), waiting for a credit per batch. Returns `false` if the job has failed.
+fn broadcast(
+    job: &JobContext,
+    addrs: &[Addr<Shard>],
+    mut per_shard: Vec<Vec<Item>>,
+    position: &Position,
+    watermark: Millis,
+) -> bool {
     if per_shard.is_empty() {
         per_shard = (0..addrs.len()).map(|_| Vec::new()).collect();
     }
     for (addr, items) in addrs.iter().zip(per_shard) {
-        job.gate.acquire();
-        addr.do_send(Deliver(Arc::new(Batch { items, position: position.clone(), watermark })));
+        if !job.gate.acquire() {
+            return false; // a shard failed for good
+        }
+        addr.do_send(Deliver(Arc::new(Batch {
+            items,
+            position: position.clone(),
+            watermark,
+        })));
     }
+    true
 }

@@ -22,7 +22,7 @@ pub mod shop;
 pub mod sink;
 pub mod source;
 pub mod spec;
-mod sync;
+pub mod sync;
 pub mod template;
 pub mod templates;
 pub mod time;

@@ -42,7 +42,8 @@ impl RecordKind {
         })
     }
 
-    pub const NAMES: &'static [&'static str] = &["alert", "event", "window", "pattern", "dead_letter"];
+    pub const NAMES: &'static [&'static str] =
+        &["alert", "event", "window", "pattern", "dead_letter"];
 }
 
 /// One output record before it gets its id.
@@ -58,8 +59,19 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn new(kind: RecordKind, name: impl Into<String>, key: impl Into<String>, event_time: Millis) -> Record {
-        Record { kind, name: name.into(), key: Some(key.into()), event_time: Some(event_time), details: Vec::new() }
+    pub fn new(
+        kind: RecordKind,
+        name: impl Into<String>,
+        key: impl Into<String>,
+        event_time: Millis,
+    ) -> Record {
+        Record {
+            kind,
+            name: name.into(),
+            key: Some(key.into()),
+            event_time: Some(event_time),
+            details: Vec::new(),
+        }
     }
 
     /// Adds a detail field.
@@ -76,7 +88,9 @@ impl Record {
             event_time: letter.time,
             details: Vec::new(),
         };
-        record = record.with("reason", letter.detail.clone()).with("source", letter.source.clone());
+        record = record
+            .with("reason", letter.detail.clone())
+            .with("source", letter.source.clone());
         if let Some(file) = &letter.file {
             record = record.with("file", file.clone());
         }
@@ -89,7 +103,13 @@ impl Record {
     /// Renders the record as one JSON line (without the newline), `id` first.
     pub fn to_json_line(&self, id: &RecordId) -> String {
         let mut out = String::with_capacity(160);
-        let _ = write!(out, "{{\"id\":\"{}/{}/{}\"", escape_inner(&id.job), id.shard, id.seq);
+        let _ = write!(
+            out,
+            "{{\"id\":\"{}/{}/{}\"",
+            escape_inner(&id.job),
+            id.shard,
+            id.seq
+        );
         out.push_str(",\"kind\":\"");
         out.push_str(self.kind.name());
         out.push_str("\",\"name\":");
@@ -158,8 +178,13 @@ mod tests {
 
     #[test]
     fn renders_id_first_and_parses_back() {
-        let record = Record::new(RecordKind::Alert, "SLA_BREACHED", "ORD-\"1\"", 0).with("process", "order");
-        let id = RecordId { job: "shop".into(), shard: 3, seq: 17 };
+        let record =
+            Record::new(RecordKind::Alert, "SLA_BREACHED", "ORD-\"1\"", 0).with("process", "order");
+        let id = RecordId {
+            job: "shop".into(),
+            shard: 3,
+            seq: 17,
+        };
         let line = record.to_json_line(&id);
         let value: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["id"], "shop/3/17");

@@ -23,8 +23,28 @@ use crate::hash::stable_hash64;
 use crate::record::Record;
 use crate::sink::Sinks;
 use crate::source::Cursor;
+use crate::sync::{lock, Mutex};
 use crate::template::{AnyState, Context as InstanceContext, DynTemplate, TemplateError};
 use crate::time::{Millis, MIN_TIME};
+
+/// Why a shard stopped. Each makes the shard roll back to its last checkpoint and restart;
+/// after [`MAX_RESTARTS`] the job fails with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("sink: {0}")]
+    Sink(#[from] std::io::Error),
+    #[error("state: {0}")]
+    Codec(#[from] vigil_storage::CodecError),
+    #[error("injected fault")]
+    Injected,
+    #[error("incompatible state: {0}")]
+    Incompatible(String),
+}
+
+/// Restarts of one shard actor before the job gives up.
+pub const MAX_RESTARTS: u32 = 3;
 
 /// The timer that deletes a tombstone once duplicates can no longer arrive.
 const PURGE_TIMER: &str = "__purge";
@@ -46,10 +66,20 @@ pub struct Position {
 pub enum Item {
     /// An event for the instance `(template, key)`. `primary` marks the first delivery of an
     /// input event (an event routed to several templates counts once).
-    Event { event: Arc<Event>, template: u16, key: Arc<str>, primary: bool, watermark: Millis },
+    Event {
+        event: Arc<Event>,
+        template: u16,
+        key: Arc<str>,
+        primary: bool,
+        watermark: Millis,
+    },
     /// An event no template subscribes to; counted, nothing else.
     Unrouted { seq: u64, watermark: Millis },
-    DeadLetter { seq: u64, letter: Box<DeadLetter>, watermark: Millis },
+    DeadLetter {
+        seq: u64,
+        letter: Box<DeadLetter>,
+        watermark: Millis,
+    },
 }
 
 impl Item {
@@ -62,9 +92,9 @@ impl Item {
 
     fn watermark(&self) -> Millis {
         match self {
-            Item::Event { watermark, .. } | Item::Unrouted { watermark, .. } | Item::DeadLetter { watermark, .. } => {
-                *watermark
-            }
+            Item::Event { watermark, .. }
+            | Item::Unrouted { watermark, .. }
+            | Item::DeadLetter { watermark, .. } => *watermark,
         }
     }
 }
@@ -106,7 +136,8 @@ pub struct ShardCounts {
     pub processed: u64,
     pub duplicates: u64,
     pub dead_lettered: u64,
-    /// Events dead-lettered because a handler kept failing (included in `dead_lettered`).
+    /// Events and timers whose handler kept failing; the events among them are also
+    /// counted in `dead_lettered`.
     pub handler_failures: u64,
     pub records: u64,
     pub timers_fired: u64,
@@ -145,14 +176,26 @@ pub struct ShardStatus {
 /// Faults injected by tests of supervision and recovery.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
-    /// The shard actor fails (as on a storage error) once, at its first input line at or
-    /// after this one.
+    /// The shard actor fails (as on a storage error) at its first input line at or after
+    /// this one, `fail_times` times in a row (each time after restarting).
     pub fail_shard_at: Option<(u32, u64)>,
+    pub fail_times: u32,
+}
+
+/// What a shard's state was written for. A state directory is only reused by the same job
+/// with the same shards, processes and sources (in the same order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub job: String,
+    pub shards: u32,
+    pub processes: Vec<String>,
+    pub sources: Vec<String>,
 }
 
 /// Everything the shards of a job share.
 pub struct JobContext {
     pub job: String,
+    pub layout: Layout,
     pub state_dir: PathBuf,
     /// Process names, in the order of `templates`.
     pub process_names: Vec<String>,
@@ -166,6 +209,20 @@ pub struct JobContext {
     pub dedup_retention: Millis,
     pub max_retries: u32,
     pub faults: Faults,
+    /// Set by a shard that failed for good; the reader stops and the run returns it.
+    pub fatal: Mutex<Option<String>>,
+}
+
+impl JobContext {
+    /// Fails the job: records why and wakes a reader waiting for credits.
+    pub fn fail(&self, message: String) {
+        lock(&self.fatal).get_or_insert(message);
+        self.gate.close();
+    }
+
+    pub fn fatal(&self) -> Option<String> {
+        lock(&self.fatal).clone()
+    }
 }
 
 /// What the runtime keeps of an instance besides its template state.
@@ -215,7 +272,9 @@ pub struct Shard {
     /// No timer is due before this time (a lower bound: a scan may still find none).
     next_timer: Option<Millis>,
     restarts: u32,
-    fault_fired: bool,
+    /// Failed for good: the job is failing; batches are acknowledged and dropped.
+    dead: bool,
+    faults_fired: u32,
 }
 
 impl Shard {
@@ -234,7 +293,8 @@ impl Shard {
             changed: false,
             next_timer: None,
             restarts: 0,
-            fault_fired: false,
+            dead: false,
+            faults_fired: 0,
         }
     }
 
@@ -243,17 +303,37 @@ impl Shard {
     }
 
     /// Opens the store (once) and loads the last checkpoint's metadata.
-    fn recover(&mut self) -> Result<(), StorageError> {
+    fn recover(&mut self) -> Result<(), ShardError> {
         if self.store.is_none() {
             self.store = Some(ShardStore::open(&Self::path(&self.job.state_dir, self.id))?);
         }
         let store = self.store.as_ref().expect("opened above");
         let txn = store.begin()?;
+        if let Some(bytes) = txn.meta("layout")? {
+            let found: Layout = codec::decode(&bytes)?;
+            if found != self.job.layout {
+                return Err(ShardError::Incompatible(format!(
+                    "{} was written for {found:?}, this topology is {:?}; use another state directory \
+                     (or delete this one to start over)",
+                    store.path().display(),
+                    self.job.layout
+                )));
+            }
+        }
         let meta = |name: &str| txn.meta(name);
         self.position = meta("position")?.map(|b| codec::decode(&b)).transpose()?;
-        self.watermark = meta("watermark")?.map(|b| codec::decode(&b)).transpose()?.unwrap_or(MIN_TIME);
-        self.out_seq = meta("out_seq")?.map(|b| codec::decode(&b)).transpose()?.unwrap_or(0);
-        self.counts = meta("counts")?.map(|b| codec::decode(&b)).transpose()?.unwrap_or_default();
+        self.watermark = meta("watermark")?
+            .map(|b| codec::decode(&b))
+            .transpose()?
+            .unwrap_or(MIN_TIME);
+        self.out_seq = meta("out_seq")?
+            .map(|b| codec::decode(&b))
+            .transpose()?
+            .unwrap_or(0);
+        self.counts = meta("counts")?
+            .map(|b| codec::decode(&b))
+            .transpose()?
+            .unwrap_or_default();
         self.next_timer = txn.next_timer()?.map(|t| t.time);
         self.txn = Some(txn);
         self.cache.clear();
@@ -289,31 +369,42 @@ impl Shard {
         Ok(status)
     }
 
-    fn process_batch(&mut self, batch: &Batch) -> Result<(), StorageError> {
+    fn process_batch(&mut self, batch: &Batch) -> Result<(), ShardError> {
         let done = self.position.as_ref().map_or(0, |p| p.seq);
-        if batch.position.seq <= done && self.position.is_some() {
+        if batch.position.seq < done {
             return Ok(()); // replayed input this shard already has in its checkpoint
         }
+        // Items before `done` are replayed input this shard already has; a batch at `done`
+        // itself carries no new line, only a newer watermark (the source was idle).
         for item in &batch.items {
             if item.seq() < done {
                 continue;
             }
             if let Some((shard, seq)) = self.job.faults.fail_shard_at {
-                if shard == self.id && item.seq() >= seq && !self.fault_fired {
-                    self.fault_fired = true;
-                    return Err(StorageError::CorruptKey { table: "injected fault" });
+                if shard == self.id
+                    && item.seq() >= seq
+                    && self.faults_fired < self.job.faults.fail_times.max(1)
+                {
+                    self.faults_fired += 1;
+                    return Err(ShardError::Injected);
                 }
             }
             self.advance_watermark(item.watermark())?;
             self.counts.read += 1;
             match item {
-                Item::Event { event, template, key, primary, .. } => {
+                Item::Event {
+                    event,
+                    template,
+                    key,
+                    primary,
+                    ..
+                } => {
                     self.deliver(event, *template, key, *primary)?;
                 }
                 Item::Unrouted { .. } => self.counts.processed += 1,
                 Item::DeadLetter { letter, .. } => {
                     self.counts.dead_lettered += 1;
-                    self.emit(None, Record::dead_letter(letter));
+                    self.emit(None, Record::dead_letter(letter))?;
                 }
             }
             if matches!(item, Item::Event { primary: false, .. }) {
@@ -326,13 +417,13 @@ impl Shard {
         Ok(())
     }
 
-    fn emit(&mut self, process: Option<usize>, record: Record) {
+    fn emit(&mut self, process: Option<usize>, record: Record) -> Result<(), ShardError> {
         self.out_seq += 1;
         self.counts.records += 1;
-        if let Err(e) = self.job.sinks.write(process, self.id, self.out_seq, &record) {
-            // A sink that cannot be written is fatal for exactly-once; stop the job loudly.
-            panic!("shard {}: cannot write record {}: {e}", self.id, self.out_seq);
-        }
+        self.job
+            .sinks
+            .write(process, self.id, self.out_seq, &record)?;
+        Ok(())
     }
 
     /// Loads an instance into the cache: from the cache, from redb, or new.
@@ -342,8 +433,16 @@ impl Shard {
             let instance = match self.txn.as_ref().expect("recovered").instance(id)? {
                 Some(bytes) => {
                     let stored: StoredInstance = codec::decode(&bytes)?;
-                    let state = stored.state.map(|s| template.decode_state(&s)).transpose()?;
-                    Instance { meta: stored.meta, state, dirty: false, last_used: Instant::now() }
+                    let state = stored
+                        .state
+                        .map(|s| template.decode_state(&s))
+                        .transpose()?;
+                    Instance {
+                        meta: stored.meta,
+                        state,
+                        dirty: false,
+                        last_used: Instant::now(),
+                    }
                 }
                 None => {
                     self.counts.instances_started += 1;
@@ -362,8 +461,15 @@ impl Shard {
         Ok(instance)
     }
 
-    fn deliver(&mut self, event: &Arc<Event>, template: u16, key: &Arc<str>, primary: bool) -> Result<(), StorageError> {
-        let _span = debug_span!("event", seq = event.seq, r#type = %event.type_name, key = %key).entered();
+    fn deliver(
+        &mut self,
+        event: &Arc<Event>,
+        template: u16,
+        key: &Arc<str>,
+        primary: bool,
+    ) -> Result<(), ShardError> {
+        let _span =
+            debug_span!("event", seq = event.seq, r#type = %event.type_name, key = %key).entered();
         let id = InstanceId::new(template, key.as_ref());
         let id_hash = event.id.as_deref().map(|i| stable_hash64(i.as_bytes()));
         let instance = self.activate(&id)?;
@@ -393,7 +499,7 @@ impl Shard {
     /// Calls the template's handler with bounded retries, then applies the outcome: records,
     /// timer changes, completion. A handler that keeps failing leaves the instance as it was
     /// and dead-letters the event (or drops the timer) with the reason; then returns `false`.
-    fn run_handler(&mut self, id: &InstanceId, trigger: Trigger<'_>) -> Result<bool, StorageError> {
+    fn run_handler(&mut self, id: &InstanceId, trigger: Trigger<'_>) -> Result<bool, ShardError> {
         let job = self.job.clone();
         let template = &job.templates[id.template as usize];
         let _span = debug_span!("instance", process = %job.process_names[id.template as usize], key = %id.key).entered();
@@ -403,7 +509,9 @@ impl Shard {
             Trigger::Timer(_, at) => at,
         };
         let instance = self.cache.get_mut(id).expect("activated");
-        let Some(state) = instance.state.as_mut() else { return Ok(true) };
+        let Some(state) = instance.state.as_mut() else {
+            return Ok(true);
+        };
         let mut failure = String::new();
         let mut outcome = None;
         for _attempt in 0..=job.max_retries {
@@ -411,7 +519,8 @@ impl Shard {
             let mut timers = instance.meta.timers.clone();
             let mut attempt_state = template.clone_state(state);
             let result = catch_unwind(AssertUnwindSafe(|| {
-                let mut cx = InstanceContext::new(&id.key, time, watermark, &mut outputs, &mut timers);
+                let mut cx =
+                    InstanceContext::new(&id.key, time, watermark, &mut outputs, &mut timers);
                 match trigger {
                     Trigger::Event(event) => template.on_event(&mut attempt_state, event, &mut cx),
                     Trigger::Timer(name, _) => template.on_timer(&mut attempt_state, name, &mut cx),
@@ -446,7 +555,10 @@ impl Shard {
             };
             let letter = DeadLetter {
                 reason: Reason::HandlerFailed,
-                detail: format!("{what} failed in process `{}`: {failure}", job.process_names[id.template as usize]),
+                detail: format!(
+                    "{what} failed in process `{}`: {failure}",
+                    job.process_names[id.template as usize]
+                ),
                 key: Some(id.key.clone()),
                 time: Some(event_time),
                 raw,
@@ -454,7 +566,7 @@ impl Shard {
                 file: None,
                 line: None,
             };
-            self.emit(None, Record::dead_letter(&letter));
+            self.emit(None, Record::dead_letter(&letter))?;
             return Ok(false);
         };
         let complete = template.is_complete(&new_state);
@@ -464,16 +576,26 @@ impl Shard {
         let new_timers = instance.meta.timers.clone();
         for (name, at) in &old_timers {
             if !new_timers.contains(&(name.clone(), *at)) {
-                self.txn().remove_timer(&TimerKey::new(*at, id.template, id.key.as_str(), name.as_str()))?;
+                self.txn().remove_timer(&TimerKey::new(
+                    *at,
+                    id.template,
+                    id.key.as_str(),
+                    name.as_str(),
+                ))?;
             }
         }
         for (name, at) in &new_timers {
             if !old_timers.contains(&(name.clone(), *at)) {
-                self.set_timer(&TimerKey::new(*at, id.template, id.key.as_str(), name.as_str()))?;
+                self.set_timer(&TimerKey::new(
+                    *at,
+                    id.template,
+                    id.key.as_str(),
+                    name.as_str(),
+                ))?;
             }
         }
         for record in outputs {
-            self.emit(Some(id.template as usize), record);
+            self.emit(Some(id.template as usize), record)?;
         }
         if complete {
             self.end_instance(id, time)?;
@@ -483,28 +605,37 @@ impl Shard {
 
     /// Deletes an ended instance's state and timers; a tombstone remembers its event ids
     /// until `dedup_retention` after the end.
-    fn end_instance(&mut self, id: &InstanceId, at: Millis) -> Result<(), StorageError> {
+    fn end_instance(&mut self, id: &InstanceId, at: Millis) -> Result<(), ShardError> {
         let retention = self.job.dedup_retention;
         let instance = self.cache.get_mut(id).expect("activated");
         let timers = std::mem::take(&mut instance.meta.timers);
         instance.state = None;
         instance.meta.ended_at = Some(at);
         let purge_at = at.max(self.watermark).saturating_add(retention);
-        instance.meta.timers.push((PURGE_TIMER.to_owned(), purge_at));
+        instance
+            .meta
+            .timers
+            .push((PURGE_TIMER.to_owned(), purge_at));
         instance.dirty = true;
         self.counts.instances_ended += 1;
         for (name, time) in timers {
-            self.txn().remove_timer(&TimerKey::new(time, id.template, id.key.as_str(), name))?;
+            self.txn()
+                .remove_timer(&TimerKey::new(time, id.template, id.key.as_str(), name))?;
         }
-        self.set_timer(&TimerKey::new(purge_at, id.template, id.key.as_str(), PURGE_TIMER))
+        self.set_timer(&TimerKey::new(
+            purge_at,
+            id.template,
+            id.key.as_str(),
+            PURGE_TIMER,
+        ))
     }
 
-    fn set_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
+    fn set_timer(&mut self, timer: &TimerKey) -> Result<(), ShardError> {
         self.next_timer = Some(self.next_timer.map_or(timer.time, |t| t.min(timer.time)));
-        self.txn().set_timer(timer)
+        Ok(self.txn().set_timer(timer)?)
     }
 
-    fn advance_watermark(&mut self, watermark: Millis) -> Result<(), StorageError> {
+    fn advance_watermark(&mut self, watermark: Millis) -> Result<(), ShardError> {
         if watermark <= self.watermark {
             return Ok(());
         }
@@ -525,10 +656,15 @@ impl Shard {
         }
     }
 
-    fn fire(&mut self, timer: TimerKey) -> Result<(), StorageError> {
+    fn fire(&mut self, timer: TimerKey) -> Result<(), ShardError> {
         let id = InstanceId::new(timer.template, timer.key.as_str());
         let instance = self.activate(&id)?;
-        let Some(index) = instance.meta.timers.iter().position(|(n, t)| *n == timer.name && *t == timer.time) else {
+        let Some(index) = instance
+            .meta
+            .timers
+            .iter()
+            .position(|(n, t)| *n == timer.name && *t == timer.time)
+        else {
             return Ok(()); // stale: the instance moved or cancelled it
         };
         instance.meta.timers.remove(index);
@@ -545,7 +681,7 @@ impl Shard {
     }
 
     /// Writes dirty instances and metadata, syncs the sinks, then commits: the checkpoint.
-    fn checkpoint(&mut self) -> Result<(), StorageError> {
+    fn checkpoint(&mut self) -> Result<(), ShardError> {
         if !self.changed {
             return Ok(());
         }
@@ -562,12 +698,11 @@ impl Shard {
         if let Some(position) = &self.position {
             txn.put_meta("position", &codec::encode(position))?;
         }
+        txn.put_meta("layout", &codec::encode(&self.job.layout))?;
         txn.put_meta("watermark", &codec::encode(&self.watermark))?;
         txn.put_meta("out_seq", &codec::encode(&self.out_seq))?;
         txn.put_meta("counts", &codec::encode(&self.counts))?;
-        if let Err(e) = self.job.sinks.sync() {
-            panic!("shard {}: cannot sync sinks before checkpoint: {e}", self.id);
-        }
+        self.job.sinks.sync()?;
         txn.commit()?;
         self.txn = Some(self.store.as_ref().expect("open").begin()?);
         self.journal.clear();
@@ -589,13 +724,31 @@ impl Shard {
         }
     }
 
-    fn fail(&mut self, ctx: &mut Context<Self>, error: StorageError) {
+    /// Restarts the actor from its last checkpoint, or, past [`MAX_RESTARTS`], fails the job.
+    fn fail(&mut self, ctx: &mut Context<Self>, error: ShardError) {
         self.restarts += 1;
-        tracing::error!(shard = self.id, restarts = self.restarts, "shard failed: {error}; restarting from its last checkpoint");
-        if self.restarts > 3 {
-            panic!("shard {} failed {} times, last: {error}", self.id, self.restarts);
+        if self.restarts > MAX_RESTARTS {
+            let message = format!(
+                "shard {} failed {} times, last: {error}",
+                self.id, self.restarts
+            );
+            tracing::error!("{message}");
+            self.dead = true;
+            self.job.fail(message);
+            return;
         }
+        tracing::error!(
+            shard = self.id,
+            restarts = self.restarts,
+            "shard failed: {error}; restarting from its last checkpoint"
+        );
         ctx.stop();
+    }
+
+    fn dead_error(&self) -> String {
+        self.job
+            .fatal()
+            .unwrap_or_else(|| format!("shard {} has failed", self.id))
     }
 }
 
@@ -604,14 +757,14 @@ impl Actor for Shard {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(self.job.checkpoint_interval, |shard, ctx| {
-            if shard.txn.is_some() {
+            if shard.txn.is_some() && !shard.dead {
                 if let Err(e) = shard.checkpoint() {
                     shard.fail(ctx, e);
                 }
             }
         });
         // After a restart: roll back to the checkpoint and replay what came since.
-        if self.store.is_some() {
+        if self.store.is_some() && !self.dead {
             let journal = std::mem::take(&mut self.journal);
             let replay = self.recover().and_then(|_| {
                 for batch in &journal {
@@ -639,6 +792,10 @@ impl Handler<Deliver> for Shard {
     type Result = ();
 
     fn handle(&mut self, Deliver(batch): Deliver, ctx: &mut Self::Context) {
+        if self.dead {
+            self.job.gate.release();
+            return;
+        }
         let result = self.process_batch(&batch);
         self.journal.push(batch);
         self.job.gate.release();
@@ -661,11 +818,14 @@ impl Handler<Finish> for Shard {
     type Result = Result<ShardStatus, String>;
 
     fn handle(&mut self, finish: Finish, _ctx: &mut Self::Context) -> Self::Result {
-        let run = |shard: &mut Shard| -> Result<ShardStatus, StorageError> {
+        if self.dead {
+            return Err(self.dead_error());
+        }
+        let run = |shard: &mut Shard| -> Result<ShardStatus, ShardError> {
             shard.advance_watermark(finish.watermark)?;
             shard.changed = true;
             shard.checkpoint()?;
-            shard.status()
+            Ok(shard.status()?)
         };
         run(self).map_err(|e| format!("shard {}: {e}", self.id))
     }
@@ -675,6 +835,11 @@ impl Handler<Checkpoint> for Shard {
     type Result = Result<ShardStatus, String>;
 
     fn handle(&mut self, _: Checkpoint, _ctx: &mut Self::Context) -> Self::Result {
-        self.checkpoint().and_then(|_| self.status()).map_err(|e| e.to_string())
+        if self.dead {
+            return Err(self.dead_error());
+        }
+        self.checkpoint()
+            .map_err(|e| format!("shard {}: {e}", self.id))?;
+        self.status().map_err(|e| format!("shard {}: {e}", self.id))
     }
 }

@@ -52,7 +52,11 @@ impl FileSink {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
-        let mut file = OpenOptions::new().read(true).create(true).append(true).open(path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .create(true)
+            .append(true)
+            .open(path)?;
         let mut delivered: HashMap<u32, u64> = HashMap::new();
         let mut complete_len: u64 = 0;
         let mut existing = 0;
@@ -67,7 +71,10 @@ impl FileSink {
                     break;
                 }
                 complete_len += n as u64;
-                if let Some((shard, seq)) = std::str::from_utf8(&line).ok().and_then(|l| RecordId::parse_line(l, job)) {
+                if let Some((shard, seq)) = std::str::from_utf8(&line)
+                    .ok()
+                    .and_then(|l| RecordId::parse_line(l, job))
+                {
                     let max = delivered.entry(shard).or_insert(seq);
                     *max = (*max).max(seq);
                     existing += 1;
@@ -79,7 +86,12 @@ impl FileSink {
             file.set_len(complete_len)?;
             file.sync_data()?;
         }
-        let state = FileState { writer: BufWriter::with_capacity(256 << 10, file), delivered, writes: 0, synced: 0 };
+        let state = FileState {
+            writer: BufWriter::with_capacity(256 << 10, file),
+            delivered,
+            writes: 0,
+            synced: 0,
+        };
         Ok(FileSink {
             name: name.to_owned(),
             path: path.to_owned(),
@@ -138,7 +150,11 @@ pub struct StdoutSink {
 
 impl StdoutSink {
     pub fn new(name: &str) -> StdoutSink {
-        StdoutSink { name: name.to_owned(), delivered: Mutex::new(HashMap::new()), written: AtomicU64::new(0) }
+        StdoutSink {
+            name: name.to_owned(),
+            delivered: Mutex::new(HashMap::new()),
+            written: AtomicU64::new(0),
+        }
     }
 }
 
@@ -180,12 +196,18 @@ pub struct Sinks {
 
 impl Sinks {
     /// Opens every sink of the job; `processes` are the job's process names in order.
-    pub fn open(job: &str, processes: &[String], specs: &[SinkSpec], dead_letter: &SinkKind) -> io::Result<Sinks> {
+    pub fn open(
+        job: &str,
+        processes: &[String],
+        specs: &[SinkSpec],
+        dead_letter: &SinkKind,
+    ) -> io::Result<Sinks> {
         let open = |name: &str, kind: &SinkKind| -> io::Result<Box<dyn Sink>> {
             Ok(match kind {
                 SinkKind::File { path } => {
-                    let sink = FileSink::open(name, path, job)
-                        .map_err(|e| io::Error::new(e.kind(), format!("sink `{name}` ({}): {e}", path.display())))?;
+                    let sink = FileSink::open(name, path, job).map_err(|e| {
+                        io::Error::new(e.kind(), format!("sink `{name}` ({}): {e}", path.display()))
+                    })?;
                     Box::new(sink)
                 }
                 SinkKind::Stdout => Box::new(StdoutSink::new(name)),
@@ -195,7 +217,11 @@ impl Sinks {
         let mut routes = vec![Vec::new(); processes.len()];
         for (i, spec) in specs.iter().enumerate() {
             sinks.push(open(&spec.name, &spec.kind)?);
-            let kinds: Vec<RecordKind> = spec.kinds.iter().filter_map(|k| RecordKind::parse(k)).collect();
+            let kinds: Vec<RecordKind> = spec
+                .kinds
+                .iter()
+                .filter_map(|k| RecordKind::parse(k))
+                .collect();
             for input in &spec.inputs {
                 if let Some(p) = processes.iter().position(|p| p == input) {
                     routes[p].push((i, kinds.clone()));
@@ -203,16 +229,35 @@ impl Sinks {
             }
         }
         let dead_letter = open("dead_letter", dead_letter)?;
-        Ok(Sinks { job: job.to_owned(), sinks, routes, dead_letter })
+        Ok(Sinks {
+            job: job.to_owned(),
+            sinks,
+            routes,
+            dead_letter,
+        })
     }
 
     /// Writes a record emitted by `process` (or a dead letter) with id `shard/seq`.
-    pub fn write(&self, process: Option<usize>, shard: u32, seq: u64, record: &Record) -> io::Result<()> {
-        let id = RecordId { job: self.job.clone(), shard, seq };
+    pub fn write(
+        &self,
+        process: Option<usize>,
+        shard: u32,
+        seq: u64,
+        record: &Record,
+    ) -> io::Result<()> {
+        let id = RecordId {
+            job: self.job.clone(),
+            shard,
+            seq,
+        };
         if record.kind == RecordKind::DeadLetter {
-            return self.dead_letter.write(shard, seq, &record.to_json_line(&id));
+            return self
+                .dead_letter
+                .write(shard, seq, &record.to_json_line(&id));
         }
-        let Some(routes) = process.and_then(|p| self.routes.get(p)) else { return Ok(()) };
+        let Some(routes) = process.and_then(|p| self.routes.get(p)) else {
+            return Ok(());
+        };
         let mut line = None;
         for (sink, kinds) in routes {
             if kinds.is_empty() || kinds.contains(&record.kind) {
@@ -240,7 +285,7 @@ impl Sinks {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(vigil_loom)))]
 mod tests {
     use super::*;
 
@@ -249,7 +294,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("alerts.jsonl");
         let line = |shard: u32, seq: u64| {
-            Record::new(RecordKind::Alert, "A", "k", 0).to_json_line(&RecordId { job: "j".into(), shard, seq })
+            Record::new(RecordKind::Alert, "A", "k", 0).to_json_line(&RecordId {
+                job: "j".into(),
+                shard,
+                seq,
+            })
         };
         {
             let sink = FileSink::open("alerts", &path, "j").unwrap();

@@ -66,17 +66,24 @@ pub fn start(spec: &SourceSpec, cursor: Cursor) -> io::Result<RunningSource> {
             if cursor.line > 0 {
                 tracing::warn!(source = %spec.name, "stdin cannot be replayed: lines read before the last run's end are not read again");
             }
-            Box::new(StreamReader { lines: Box::new(BufReader::new(io::stdin()).lines()), cursor })
+            Box::new(StdinReader::start(cursor)?)
         }
         SourceKind::Generator { seed, orders } => {
-            let config = ShopConfig { seed: *seed, orders: *orders, ..ShopConfig::default() };
+            let config = ShopConfig {
+                seed: *seed,
+                orders: *orders,
+                ..ShopConfig::default()
+            };
             let mut lines = shop::lines(&config);
             for _ in 0..cursor.line {
                 if lines.next().is_none() {
                     break;
                 }
             }
-            Box::new(StreamReader { lines: Box::new(lines.map(Ok)), cursor })
+            Box::new(StreamReader {
+                lines: Box::new(lines.map(Ok)),
+                cursor,
+            })
         }
     };
     std::thread::Builder::new().name(name).spawn(move || loop {
@@ -90,7 +97,11 @@ pub fn start(spec: &SourceSpec, cursor: Cursor) -> io::Result<RunningSource> {
             return;
         }
     })?;
-    Ok(RunningSource { spec: spec.clone(), chunks: rx, unbounded })
+    Ok(RunningSource {
+        spec: spec.clone(),
+        chunks: rx,
+        unbounded,
+    })
 }
 
 trait LineReader: Send {
@@ -107,13 +118,21 @@ struct FileReader {
 impl FileReader {
     fn open(pattern: &str, mut cursor: Cursor) -> io::Result<FileReader> {
         let mut files: Vec<PathBuf> = glob::glob(pattern)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad glob `{pattern}`: {e}")))?
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("bad glob `{pattern}`: {e}"),
+                )
+            })?
             .filter_map(Result::ok)
             .filter(|p| p.is_file())
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no input file matches `{pattern}`")));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no input file matches `{pattern}`"),
+            ));
         }
         if let Some(name) = &cursor.file {
             match files.iter().position(|f| f.display().to_string() == *name) {
@@ -121,12 +140,18 @@ impl FileReader {
                 None => {
                     return Err(io::Error::new(
                         io::ErrorKind::NotFound,
-                        format!("the checkpoint is in `{name}`, which no longer matches `{pattern}`"),
+                        format!(
+                            "the checkpoint is in `{name}`, which no longer matches `{pattern}`"
+                        ),
                     ))
                 }
             }
         }
-        Ok(FileReader { files, cursor, reader: None })
+        Ok(FileReader {
+            files,
+            cursor,
+            reader: None,
+        })
     }
 }
 
@@ -163,12 +188,20 @@ impl LineReader for FileReader {
                 lines.push(text.to_owned());
             }
             if !lines.is_empty() {
-                let chunk = Chunk { lines, first_line, file: Some(name), cursor: self.cursor.clone() };
+                let chunk = Chunk {
+                    lines,
+                    first_line,
+                    file: Some(name),
+                    cursor: self.cursor.clone(),
+                };
                 return Ok(Some(chunk));
             }
             // End of this file: on to the next one.
             self.reader = None;
-            self.cursor = Cursor { file_index: self.cursor.file_index + 1, ..Cursor::default() };
+            self.cursor = Cursor {
+                file_index: self.cursor.file_index + 1,
+                ..Cursor::default()
+            };
         }
     }
 }
@@ -194,6 +227,67 @@ impl LineReader for StreamReader {
             self.cursor.done = true;
             return Ok(None);
         }
-        Ok(Some(Chunk { lines, first_line, file: None, cursor: self.cursor.clone() }))
+        Ok(Some(Chunk {
+            lines,
+            first_line,
+            file: None,
+            cursor: self.cursor.clone(),
+        }))
+    }
+}
+
+/// Standard input: lines arrive when they arrive, so a chunk is handed on as soon as input
+/// pauses (`PAUSE`), not only when it is full. Otherwise a quiet stream would hold events
+/// back while the idle watermark moves on without them.
+struct StdinReader {
+    lines: std::sync::mpsc::Receiver<io::Result<String>>,
+    cursor: Cursor,
+}
+
+impl StdinReader {
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+    fn start(cursor: Cursor) -> io::Result<StdinReader> {
+        let (tx, rx) = sync_channel(CHUNK_LINES);
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || {
+                for line in BufReader::new(io::stdin()).lines() {
+                    let failed = line.is_err();
+                    if tx.send(line).is_err() || failed {
+                        return;
+                    }
+                }
+            })?;
+        Ok(StdinReader { lines: rx, cursor })
+    }
+}
+
+impl LineReader for StdinReader {
+    fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        let first_line = self.cursor.line + 1;
+        let mut lines = Vec::new();
+        // Wait as long as it takes for the first line, then only while lines keep coming.
+        let first = match self.lines.recv() {
+            Ok(line) => line?,
+            Err(_) => {
+                self.cursor.done = true;
+                return Ok(None);
+            }
+        };
+        lines.push(first);
+        while lines.len() < CHUNK_LINES {
+            match self.lines.recv_timeout(Self::PAUSE) {
+                Ok(line) => lines.push(line?),
+                Err(_) => break,
+            }
+        }
+        self.cursor.line += lines.len() as u64;
+        Ok(Some(Chunk {
+            lines,
+            first_line,
+            file: None,
+            cursor: self.cursor.clone(),
+        }))
     }
 }

@@ -52,11 +52,17 @@ pub struct Subscription {
 
 impl Subscription {
     pub fn new(event_type: impl Into<String>) -> Subscription {
-        Subscription { event_type: event_type.into(), key: None }
+        Subscription {
+            event_type: event_type.into(),
+            key: None,
+        }
     }
 
     pub fn keyed_by(event_type: impl Into<String>, key: FieldPath) -> Subscription {
-        Subscription { event_type: event_type.into(), key: Some(key) }
+        Subscription {
+            event_type: event_type.into(),
+            key: Some(key),
+        }
     }
 }
 
@@ -81,10 +87,20 @@ pub trait Template: Send + Sync + 'static {
 
     /// Handles one event of the instance keyed `cx.key()`. Events come one at a time, in the
     /// order they were read, deduplicated by event id.
-    fn on_event(&self, state: &mut Self::State, event: &Event, cx: &mut Context<'_>) -> Result<(), TemplateError>;
+    fn on_event(
+        &self,
+        state: &mut Self::State,
+        event: &Event,
+        cx: &mut Context<'_>,
+    ) -> Result<(), TemplateError>;
 
     /// Handles a timer set with [`Context::set_timer`], once the watermark reaches its time.
-    fn on_timer(&self, _state: &mut Self::State, _timer: &str, _cx: &mut Context<'_>) -> Result<(), TemplateError> {
+    fn on_timer(
+        &self,
+        _state: &mut Self::State,
+        _timer: &str,
+        _cx: &mut Context<'_>,
+    ) -> Result<(), TemplateError> {
         Ok(())
     }
 
@@ -117,7 +133,13 @@ impl<'a> Context<'a> {
         outputs: &'a mut Vec<Record>,
         timers: &'a mut Vec<(String, Millis)>,
     ) -> Context<'a> {
-        Context { key, time, watermark, outputs, timers }
+        Context {
+            key,
+            time,
+            watermark,
+            outputs,
+            timers,
+        }
     }
 
     /// A context for unit-testing a template outside the runtime.
@@ -127,7 +149,13 @@ impl<'a> Context<'a> {
         outputs: &'a mut Vec<Record>,
         timers: &'a mut Vec<(String, Millis)>,
     ) -> Context<'a> {
-        Context { key, time, watermark: crate::time::MIN_TIME, outputs, timers }
+        Context {
+            key,
+            time,
+            watermark: crate::time::MIN_TIME,
+            outputs,
+            timers,
+        }
     }
 
     /// The instance's key.
@@ -177,18 +205,32 @@ pub trait DynTemplate: Send + Sync {
     fn decode_state(&self, bytes: &[u8]) -> Result<AnyState, CodecError>;
     fn encode_state(&self, state: &AnyState) -> Vec<u8>;
     fn clone_state(&self, state: &AnyState) -> AnyState;
-    fn on_event(&self, state: &mut AnyState, event: &Event, cx: &mut Context<'_>) -> Result<(), TemplateError>;
-    fn on_timer(&self, state: &mut AnyState, timer: &str, cx: &mut Context<'_>) -> Result<(), TemplateError>;
+    fn on_event(
+        &self,
+        state: &mut AnyState,
+        event: &Event,
+        cx: &mut Context<'_>,
+    ) -> Result<(), TemplateError>;
+    fn on_timer(
+        &self,
+        state: &mut AnyState,
+        timer: &str,
+        cx: &mut Context<'_>,
+    ) -> Result<(), TemplateError>;
     fn is_complete(&self, state: &AnyState) -> bool;
     fn describe(&self, state: &AnyState) -> serde_json::Value;
 }
 
 fn downcast<S: 'static>(state: &AnyState) -> &S {
-    state.downcast_ref::<S>().expect("instance state belongs to its template")
+    state
+        .downcast_ref::<S>()
+        .expect("instance state belongs to its template")
 }
 
 fn downcast_mut<S: 'static>(state: &mut AnyState) -> &mut S {
-    state.downcast_mut::<S>().expect("instance state belongs to its template")
+    state
+        .downcast_mut::<S>()
+        .expect("instance state belongs to its template")
 }
 
 impl<T: Template> DynTemplate for T {
@@ -207,10 +249,20 @@ impl<T: Template> DynTemplate for T {
     fn clone_state(&self, state: &AnyState) -> AnyState {
         Box::new(downcast::<T::State>(state).clone())
     }
-    fn on_event(&self, state: &mut AnyState, event: &Event, cx: &mut Context<'_>) -> Result<(), TemplateError> {
+    fn on_event(
+        &self,
+        state: &mut AnyState,
+        event: &Event,
+        cx: &mut Context<'_>,
+    ) -> Result<(), TemplateError> {
         Template::on_event(self, downcast_mut::<T::State>(state), event, cx)
     }
-    fn on_timer(&self, state: &mut AnyState, timer: &str, cx: &mut Context<'_>) -> Result<(), TemplateError> {
+    fn on_timer(
+        &self,
+        state: &mut AnyState,
+        timer: &str,
+        cx: &mut Context<'_>,
+    ) -> Result<(), TemplateError> {
         Template::on_timer(self, downcast_mut::<T::State>(state), timer, cx)
     }
     fn is_complete(&self, state: &AnyState) -> bool {

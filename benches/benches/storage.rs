@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use redb::ReadableTable;
 use vigil_actors::templates::process::ProcessState;
 use vigil_benches::{example_spec, open_order, shop_lines, InstanceRecord};
 use vigil_storage::{codec, InstanceId, ShardStore, TimerKey};
@@ -16,6 +17,32 @@ use vigil_storage::{codec, InstanceId, ShardStore, TimerKey};
 /// An instance id shaped like the example's (the `order` process, an order number).
 fn order_id(i: u64) -> InstanceId {
     InstanceId::new(0, format!("ORD-{:010}", 1_000_000 + i))
+}
+
+/// Raw redb with the shard's table layout, for the ceilings: what the same work costs with each
+/// table opened once per transaction instead of once per `ShardTxn` call.
+mod raw {
+    use redb::TableDefinition;
+
+    pub const INSTANCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("instances.v1");
+    pub const TIMERS: TableDefinition<&[u8], ()> = TableDefinition::new("timers.v1");
+
+    /// `InstanceId` bytes: template u16 BE ++ key.
+    pub fn instance_key(id: &vigil_storage::InstanceId) -> Vec<u8> {
+        let mut out = id.template.to_be_bytes().to_vec();
+        out.extend_from_slice(id.key.as_bytes());
+        out
+    }
+
+    /// `TimerKey` bytes: sign-flipped time BE ++ template BE ++ key length BE ++ key ++ name.
+    pub fn timer_key(t: &vigil_storage::TimerKey) -> Vec<u8> {
+        let mut out = ((t.time as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+        out.extend_from_slice(&t.template.to_be_bytes());
+        out.extend_from_slice(&(t.key.len() as u32).to_be_bytes());
+        out.extend_from_slice(t.key.as_bytes());
+        out.extend_from_slice(t.name.as_bytes());
+        out
+    }
 }
 
 /// The realistic encoded record of an open order, and the parts it is made of.
@@ -58,7 +85,7 @@ fn bench_checkpoint(c: &mut Criterion) {
     let (_, _, bytes) = fixture();
     let dir = tempfile::tempdir().unwrap();
     let mut group = c.benchmark_group("storage/checkpoint");
-    group.measurement_time(Duration::from_secs(5));
+    group.measurement_time(Duration::from_secs(8));
     for n in [100u64, 1_000, 10_000] {
         let store = ShardStore::open(&dir.path().join(format!("checkpoint-{n}.redb"))).unwrap();
         let ids: Vec<InstanceId> = (0..n).map(order_id).collect();
@@ -75,6 +102,27 @@ fn bench_checkpoint(c: &mut Criterion) {
             })
         });
     }
+    // Ceiling: the largest checkpoint with the table opened once.
+    let n = 10_000u64;
+    let db = redb::Database::create(dir.path().join("checkpoint-raw.redb")).unwrap();
+    let keys: Vec<Vec<u8>> = (0..n).map(|i| raw::instance_key(&order_id(i))).collect();
+    group.throughput(Throughput::Elements(n));
+    group.bench_with_input(
+        BenchmarkId::new("put_commit_raw_redb", n),
+        &keys,
+        |b, keys| {
+            b.iter(|| {
+                let txn = db.begin_write().unwrap();
+                {
+                    let mut table = txn.open_table(raw::INSTANCES).unwrap();
+                    for key in keys {
+                        table.insert(key.as_slice(), bytes.as_slice()).unwrap();
+                    }
+                }
+                txn.commit().unwrap();
+            })
+        },
+    );
     group.finish();
 }
 
@@ -141,6 +189,37 @@ fn bench_timers(c: &mut Criterion) {
             total
         })
     });
+    // Ceiling: the same inserts with the timer table opened once.
+    let raw_db = redb::Database::create(dir.path().join("timers-raw.redb")).unwrap();
+    let raw_pending: Vec<Vec<u8>> = (0..PENDING_TIMERS)
+        .map(|i| raw::timer_key(&sla_timer(i as i64 * 1_000, i)))
+        .collect();
+    let txn = raw_db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(raw::TIMERS).unwrap();
+        for key in &raw_pending {
+            table.insert(key.as_slice(), ()).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+    let raw_fresh: Vec<Vec<u8>> = fresh.iter().map(raw::timer_key).collect();
+    group.bench_function("set_raw_redb", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let txn = raw_db.begin_write().unwrap();
+                let start = Instant::now();
+                {
+                    let mut table = txn.open_table(raw::TIMERS).unwrap();
+                    for key in &raw_fresh {
+                        table.insert(black_box(key.as_slice()), ()).unwrap();
+                    }
+                }
+                total += start.elapsed();
+            }
+            total
+        })
+    });
     group.finish();
 }
 
@@ -182,6 +261,32 @@ fn bench_activation(c: &mut Criterion) {
             let stored: InstanceRecord = codec::decode(&bytes).unwrap();
             let state: ProcessState = codec::decode(stored.state.as_deref().unwrap()).unwrap();
             (stored.meta, state)
+        })
+    });
+    drop(txn);
+    // Ceiling: the same lookups in a copy of the table, opened once.
+    let raw_db = redb::Database::create(dir.path().join("activation-raw.redb")).unwrap();
+    let txn = raw_db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(raw::INSTANCES).unwrap();
+        for i in 0..INSTANCES {
+            table
+                .insert(raw::instance_key(&order_id(i)).as_slice(), bytes.as_slice())
+                .unwrap();
+        }
+    }
+    txn.commit().unwrap();
+    let raw_probes: Vec<Vec<u8>> = probes.iter().map(raw::instance_key).collect();
+    let txn = raw_db.begin_write().unwrap();
+    let table = txn.open_table(raw::INSTANCES).unwrap();
+    group.bench_function("lookup_of_100k_raw_redb", |b| {
+        b.iter(|| {
+            next = (next + 1) % raw_probes.len();
+            let value = table
+                .get(raw_probes[next].as_slice())
+                .unwrap()
+                .expect("an existing key");
+            value.value().to_vec()
         })
     });
     group.finish();

@@ -63,12 +63,19 @@ mod tests {
 
     #[test]
     fn round_trips_and_checks_the_version() {
-        let value = Sample { name: "ORD-1".into(), count: 2, seen: vec![7, 9] };
+        let value = Sample {
+            name: "ORD-1".into(),
+            count: 2,
+            seen: vec![7, 9],
+        };
         let mut bytes = encode(&value);
         assert_eq!(bytes[0], FORMAT_VERSION);
         assert_eq!(decode::<Sample>(&bytes).unwrap(), value);
         bytes[0] = FORMAT_VERSION + 1;
-        assert!(matches!(decode::<Sample>(&bytes), Err(CodecError::Version { .. })));
+        assert!(matches!(
+            decode::<Sample>(&bytes),
+            Err(CodecError::Version { .. })
+        ));
         assert!(matches!(decode::<Sample>(&[]), Err(CodecError::Empty)));
         assert!(decode::<Sample>(&[FORMAT_VERSION, 200]).is_err());
     }

@@ -12,7 +12,10 @@ pub struct InstanceId {
 
 impl InstanceId {
     pub fn new(template: u16, key: impl Into<String>) -> InstanceId {
-        InstanceId { template, key: key.into() }
+        InstanceId {
+            template,
+            key: key.into(),
+        }
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -45,8 +48,18 @@ pub struct TimerKey {
 }
 
 impl TimerKey {
-    pub fn new(time: i64, template: u16, key: impl Into<String>, name: impl Into<String>) -> TimerKey {
-        TimerKey { time, template, key: key.into(), name: name.into() }
+    pub fn new(
+        time: i64,
+        template: u16,
+        key: impl Into<String>,
+        name: impl Into<String>,
+    ) -> TimerKey {
+        TimerKey {
+            time,
+            template,
+            key: key.into(),
+            name: name.into(),
+        }
     }
 
     pub(crate) fn time_prefix(time: i64) -> [u8; 8] {

@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
+};
 
 use crate::keys::{InstanceId, TimerKey};
 use crate::StorageError;
@@ -35,7 +38,10 @@ impl ShardStore {
         txn.open_table(TIMERS)?;
         txn.open_table(META)?;
         txn.commit()?;
-        Ok(ShardStore { db, path: path.to_owned() })
+        Ok(ShardStore {
+            db,
+            path: path.to_owned(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -44,12 +50,16 @@ impl ShardStore {
 
     /// Starts the write transaction that collects every change up to the next checkpoint.
     pub fn begin(&self) -> Result<ShardTxn, StorageError> {
-        Ok(ShardTxn { txn: self.db.begin_write()? })
+        Ok(ShardTxn {
+            txn: self.db.begin_write()?,
+        })
     }
 
     /// A consistent read-only view of the last committed checkpoint.
     pub fn read(&self) -> Result<ShardReader, StorageError> {
-        Ok(ShardReader { txn: self.db.begin_read()? })
+        Ok(ShardReader {
+            txn: self.db.begin_read()?,
+        })
     }
 }
 
@@ -109,7 +119,9 @@ impl ShardTxn {
     pub fn next_timer(&self) -> Result<Option<TimerKey>, StorageError> {
         let table = self.txn.open_table(TIMERS)?;
         let first = table.first()?;
-        first.map(|(key, _)| TimerKey::decode(key.value())).transpose()
+        first
+            .map(|(key, _)| TimerKey::decode(key.value()))
+            .transpose()
     }
 
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {

@@ -12,13 +12,15 @@ fn uncommitted_changes_roll_back_and_committed_ones_survive_reopen() {
         let store = ShardStore::open(&path).unwrap();
         let mut txn = store.begin().unwrap();
         txn.put_instance(&order, b"v1").unwrap();
-        txn.set_timer(&TimerKey::new(50, 3, "ORD-1", "sla")).unwrap();
+        txn.set_timer(&TimerKey::new(50, 3, "ORD-1", "sla"))
+            .unwrap();
         txn.put_meta("position", &codec::encode(&10u64)).unwrap();
         txn.commit().unwrap();
 
         let mut txn = store.begin().unwrap();
         txn.put_instance(&order, b"v2").unwrap();
-        txn.remove_timer(&TimerKey::new(50, 3, "ORD-1", "sla")).unwrap();
+        txn.remove_timer(&TimerKey::new(50, 3, "ORD-1", "sla"))
+            .unwrap();
         txn.put_meta("position", &codec::encode(&20u64)).unwrap();
         // The transaction sees its own writes...
         assert_eq!(txn.instance(&order).unwrap().as_deref(), Some(&b"v2"[..]));
@@ -28,7 +30,10 @@ fn uncommitted_changes_roll_back_and_committed_ones_survive_reopen() {
     let store = ShardStore::open(&path).unwrap();
     let read = store.read().unwrap();
     assert_eq!(read.instance(&order).unwrap().as_deref(), Some(&b"v1"[..]));
-    assert_eq!(read.timers().unwrap(), vec![TimerKey::new(50, 3, "ORD-1", "sla")]);
+    assert_eq!(
+        read.timers().unwrap(),
+        vec![TimerKey::new(50, 3, "ORD-1", "sla")]
+    );
     let position: u64 = codec::decode(&read.meta("position").unwrap().unwrap()).unwrap();
     assert_eq!(position, 10);
 }
@@ -41,10 +46,20 @@ fn due_timers_come_in_time_order_up_to_the_watermark() {
     for (time, key) in [(30, "c"), (-5, "neg"), (10, "a"), (10, "b"), (31, "late")] {
         txn.set_timer(&TimerKey::new(time, 0, key, "t")).unwrap();
     }
-    let due: Vec<_> = txn.due_timers(30, 100).unwrap().into_iter().map(|t| (t.time, t.key)).collect();
+    let due: Vec<_> = txn
+        .due_timers(30, 100)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.time, t.key))
+        .collect();
     assert_eq!(
         due,
-        vec![(-5, "neg".into()), (10, "a".into()), (10, "b".into()), (30, "c".into())]
+        vec![
+            (-5, "neg".into()),
+            (10, "a".into()),
+            (10, "b".into()),
+            (30, "c".into())
+        ]
     );
     assert_eq!(txn.due_timers(30, 2).unwrap().len(), 2);
     assert_eq!(txn.next_timer().unwrap().unwrap().time, -5);

@@ -18,7 +18,9 @@ pub struct Workdir {
 
 impl Workdir {
     pub fn new() -> Workdir {
-        Workdir { dir: tempfile::tempdir().expect("temp dir") }
+        Workdir {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -53,7 +55,11 @@ impl Workdir {
     }
 
     pub fn generate(&self, seed: u64, orders: u64) -> GenerateSummary {
-        let config = ShopConfig { seed, orders, ..ShopConfig::default() };
+        let config = ShopConfig {
+            seed,
+            orders,
+            ..ShopConfig::default()
+        };
         shop::generate(&config, &self.data(), &mut |_, _| {}).expect("generate")
     }
 
@@ -93,7 +99,12 @@ pub type Identity = (String, String, Option<String>, Option<String>);
 
 fn identity(value: &Value) -> Identity {
     let text = |f: &str| value.get(f).and_then(Value::as_str).map(str::to_owned);
-    (text("kind").unwrap_or_default(), text("name").unwrap_or_default(), text("key"), text("event_time"))
+    (
+        text("kind").unwrap_or_default(),
+        text("name").unwrap_or_default(),
+        text("key"),
+        text("event_time"),
+    )
 }
 
 /// Records by (kind, name, key, event_time) with their counts.
@@ -101,7 +112,8 @@ pub fn identities(files: &[PathBuf]) -> BTreeMap<Identity, usize> {
     let mut out = BTreeMap::new();
     for file in files {
         for line in std::fs::read_to_string(file).unwrap().lines() {
-            let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", file.display()));
+            let value: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: {e}: {line}", file.display()));
             *out.entry(identity(&value)).or_insert(0) += 1;
         }
     }
@@ -128,5 +140,8 @@ pub fn assert_matches_ground_truth(work: &Workdir) {
         missing.is_empty() && extra.is_empty(),
         "outputs differ from the ground truth (record, expected count, actual count):\n missing {missing:?}\n extra or duplicated {extra:?}"
     );
-    assert_eq!(expected.values().sum::<usize>(), actual.values().sum::<usize>());
+    assert_eq!(
+        expected.values().sum::<usize>(),
+        actual.values().sum::<usize>()
+    );
 }

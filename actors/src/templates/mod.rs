@@ -10,6 +10,8 @@ use crate::template::DynTemplate;
 /// Builds the template a process of the topology runs.
 pub fn build(spec: &ProcessSpec) -> Box<dyn DynTemplate> {
     match &spec.template {
-        TemplateSpec::Process(config) => Box::new(process::ProcessTemplate::new(&spec.name, config.clone())),
+        TemplateSpec::Process(config) => {
+            Box::new(process::ProcessTemplate::new(&spec.name, config.clone()))
+        }
     }
 }

@@ -45,11 +45,27 @@ impl ProcessTemplate {
             })
             .collect();
         let complete = spec.complete.as_deref().and_then(step_index);
-        let timer_names = spec.slas.iter().map(|sla| format!("sla:{}", sla.name)).collect();
-        ProcessTemplate { process: process.to_owned(), spec, slas, complete, timer_names }
+        let timer_names = spec
+            .slas
+            .iter()
+            .map(|sla| format!("sla:{}", sla.name))
+            .collect();
+        ProcessTemplate {
+            process: process.to_owned(),
+            spec,
+            slas,
+            complete,
+            timer_names,
+        }
     }
 
-    fn step_done(&self, state: &mut ProcessState, step: usize, reached_at: Millis, cx: &mut Context<'_>) {
+    fn step_done(
+        &self,
+        state: &mut ProcessState,
+        step: usize,
+        reached_at: Millis,
+        cx: &mut Context<'_>,
+    ) {
         state.steps[step].reached_at = Some(reached_at);
         let spec = &self.spec.steps[step];
         if let Some(name) = &spec.emit {
@@ -86,8 +102,10 @@ impl ProcessTemplate {
 
     /// The SLA's step was reached: the alert fires if that was after the deadline.
     fn settle(&self, state: &mut ProcessState, sla: usize, cx: &mut Context<'_>) {
-        let (Some(deadline), Some(reached)) = (state.slas[sla].deadline, state.steps[self.slas[sla].0].reached_at)
-        else {
+        let (Some(deadline), Some(reached)) = (
+            state.slas[sla].deadline,
+            state.steps[self.slas[sla].0].reached_at,
+        ) else {
             return;
         };
         if reached > deadline {
@@ -99,7 +117,9 @@ impl ProcessTemplate {
 
     fn fire(&self, state: &mut ProcessState, sla: usize, cx: &mut Context<'_>) {
         let slot = &mut state.slas[sla];
-        let Some(deadline) = slot.deadline else { return };
+        let Some(deadline) = slot.deadline else {
+            return;
+        };
         if slot.fired {
             return;
         }
@@ -138,7 +158,12 @@ impl ProcessTemplate {
         };
         let seen = &state.steps[step].seen;
         if seen.len() as u64 >= need {
-            let at = seen.iter().map(|&(_, t)| t).max().or(state.started_at).unwrap_or(cx.time());
+            let at = seen
+                .iter()
+                .map(|&(_, t)| t)
+                .max()
+                .or(state.started_at)
+                .unwrap_or(cx.time());
             self.step_done(state, step, at, cx);
         }
     }
@@ -185,7 +210,12 @@ impl Template for ProcessTemplate {
         subscriptions
     }
 
-    fn on_event(&self, state: &mut ProcessState, event: &Event, cx: &mut Context<'_>) -> Result<(), TemplateError> {
+    fn on_event(
+        &self,
+        state: &mut ProcessState,
+        event: &Event,
+        cx: &mut Context<'_>,
+    ) -> Result<(), TemplateError> {
         if state.ended {
             return Ok(());
         }
@@ -243,7 +273,12 @@ impl Template for ProcessTemplate {
         Ok(())
     }
 
-    fn on_timer(&self, state: &mut ProcessState, timer: &str, cx: &mut Context<'_>) -> Result<(), TemplateError> {
+    fn on_timer(
+        &self,
+        state: &mut ProcessState,
+        timer: &str,
+        cx: &mut Context<'_>,
+    ) -> Result<(), TemplateError> {
         if timer == EXPIRE_TIMER {
             self.end(state, cx.time(), cx);
         } else if let Some(sla) = self.timer_names.iter().position(|n| n == timer) {
@@ -266,7 +301,10 @@ impl Template for ProcessTemplate {
             .zip(&state.steps)
             .map(|(spec, s)| {
                 let reached = s.reached_at.map(crate::time::format_rfc3339);
-                (spec.name.clone(), serde_json::json!({ "reached_at": reached, "seen": s.seen.len() }))
+                (
+                    spec.name.clone(),
+                    serde_json::json!({ "reached_at": reached, "seen": s.seen.len() }),
+                )
             })
             .collect();
         serde_json::json!({
@@ -309,7 +347,12 @@ mod tests {
                         emit: None,
                     },
                 ],
-                slas: vec![SlaSpec { name: "SLA_BREACHED".into(), step: "shipped".into(), within: 24 * H, from: None }],
+                slas: vec![SlaSpec {
+                    name: "SLA_BREACHED".into(),
+                    step: "shipped".into(),
+                    within: 24 * H,
+                    from: None,
+                }],
             },
         )
     }
@@ -335,7 +378,12 @@ mod tests {
 
     impl Run {
         fn new() -> Run {
-            Run { t: template(), state: ProcessState::default(), outputs: vec![], timers: vec![] }
+            Run {
+                t: template(),
+                state: ProcessState::default(),
+                outputs: vec![],
+                timers: vec![],
+            }
         }
         fn send(&mut self, e: Event) {
             let mut cx = Context::for_test("ORD-1", e.time, &mut self.outputs, &mut self.timers);
@@ -346,22 +394,43 @@ mod tests {
             self.t.on_timer(&mut self.state, name, &mut cx).unwrap();
         }
         fn names(&self) -> Vec<(String, Millis)> {
-            self.outputs.iter().map(|r| (r.name.clone(), r.event_time.unwrap())).collect()
+            self.outputs
+                .iter()
+                .map(|r| (r.name.clone(), r.event_time.unwrap()))
+                .collect()
         }
     }
 
     #[test]
     fn all_parcels_shipped_once_the_data_dependent_count_is_met_even_before_the_start() {
         let mut run = Run::new();
-        run.send(event("PARCEL_SHIPPED", 5 * H, serde_json::json!({"parcel_id": "P1"})));
-        run.send(event("PARCEL_SHIPPED", 6 * H, serde_json::json!({"parcel_id": "P1"})));
+        run.send(event(
+            "PARCEL_SHIPPED",
+            5 * H,
+            serde_json::json!({"parcel_id": "P1"}),
+        ));
+        run.send(event(
+            "PARCEL_SHIPPED",
+            6 * H,
+            serde_json::json!({"parcel_id": "P1"}),
+        ));
         assert!(run.outputs.is_empty());
         run.send(event("ORDER_CREATED", 0, serde_json::json!({"parcels": 2})));
         assert!(run.outputs.is_empty(), "one distinct parcel of two");
         assert_eq!(run.timers, vec![("sla:SLA_BREACHED".to_string(), 24 * H)]);
-        run.send(event("PARCEL_SHIPPED", 7 * H, serde_json::json!({"parcel_id": "P2"})));
-        assert_eq!(run.names(), vec![("ALL_PARCELS_SHIPPED".to_string(), 7 * H)]);
-        assert!(run.timers.is_empty(), "the SLA was met, its timer cancelled");
+        run.send(event(
+            "PARCEL_SHIPPED",
+            7 * H,
+            serde_json::json!({"parcel_id": "P2"}),
+        ));
+        assert_eq!(
+            run.names(),
+            vec![("ALL_PARCELS_SHIPPED".to_string(), 7 * H)]
+        );
+        assert!(
+            run.timers.is_empty(),
+            "the SLA was met, its timer cancelled"
+        );
     }
 
     #[test]
@@ -369,10 +438,17 @@ mod tests {
         let mut run = Run::new();
         run.send(event("ORDER_CREATED", 0, serde_json::json!({"parcels": 1})));
         run.fire("sla:SLA_BREACHED", 24 * H);
-        run.send(event("PARCEL_SHIPPED", 30 * H, serde_json::json!({"parcel_id": "P1"})));
+        run.send(event(
+            "PARCEL_SHIPPED",
+            30 * H,
+            serde_json::json!({"parcel_id": "P1"}),
+        ));
         assert_eq!(
             run.names(),
-            vec![("SLA_BREACHED".to_string(), 24 * H), ("ALL_PARCELS_SHIPPED".to_string(), 30 * H)]
+            vec![
+                ("SLA_BREACHED".to_string(), 24 * H),
+                ("ALL_PARCELS_SHIPPED".to_string(), 30 * H)
+            ]
         );
     }
 
@@ -380,10 +456,17 @@ mod tests {
     fn a_late_step_seen_before_the_timer_still_breaches_at_the_deadline() {
         let mut run = Run::new();
         run.send(event("ORDER_CREATED", 0, serde_json::json!({"parcels": 1})));
-        run.send(event("PARCEL_SHIPPED", 24 * H + 1, serde_json::json!({"parcel_id": "P1"})));
+        run.send(event(
+            "PARCEL_SHIPPED",
+            24 * H + 1,
+            serde_json::json!({"parcel_id": "P1"}),
+        ));
         assert_eq!(
             run.names(),
-            vec![("ALL_PARCELS_SHIPPED".to_string(), 24 * H + 1), ("SLA_BREACHED".to_string(), 24 * H)]
+            vec![
+                ("ALL_PARCELS_SHIPPED".to_string(), 24 * H + 1),
+                ("SLA_BREACHED".to_string(), 24 * H)
+            ]
         );
     }
 
@@ -404,9 +487,17 @@ mod tests {
     fn delivery_of_every_parcel_completes_the_instance() {
         let mut run = Run::new();
         run.send(event("ORDER_CREATED", 0, serde_json::json!({"parcels": 1})));
-        run.send(event("PARCEL_SHIPPED", H, serde_json::json!({"parcel_id": "P1"})));
+        run.send(event(
+            "PARCEL_SHIPPED",
+            H,
+            serde_json::json!({"parcel_id": "P1"}),
+        ));
         assert!(!run.t.is_complete(&run.state));
-        run.send(event("PARCEL_DELIVERED", 30 * H, serde_json::json!({"parcel_id": "P1"})));
+        run.send(event(
+            "PARCEL_DELIVERED",
+            30 * H,
+            serde_json::json!({"parcel_id": "P1"}),
+        ));
         assert!(run.t.is_complete(&run.state));
     }
 }
