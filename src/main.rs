@@ -183,8 +183,8 @@ fn print_summary(s: &RunSummary) {
         c.read, c.processed, c.dead_lettered, c.duplicates
     );
     println!(
-        "  instances: {} started, {} ended, {} open, {} tombstones; {} timers pending",
-        c.instances_started, c.instances_ended, s.live_instances, s.tombstones, s.pending_timers
+        "  instances: {} started, {} ended, {} open, {} tombstones, {} reactivated from redb; {} timers pending",
+        c.instances_started, c.instances_ended, s.live_instances, s.tombstones, c.instances_loaded, s.pending_timers
     );
     if s.watermark != vigil_actors::time::MIN_TIME {
         println!("  watermark {}", format_rfc3339(s.watermark));

@@ -1,7 +1,9 @@
 //! Logs and traces. With the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, spans are exported over OTLP/HTTP through
 //! `tracing-opentelemetry`, and the per-event and per-instance spans are enabled; otherwise
-//! plain logs go to stderr. `RUST_LOG` filters both (default `info`).
+//! plain logs go to stderr. `RUST_LOG` filters the logs (default `info`); the exported spans
+//! are `info` everywhere plus the runtime's `debug` spans (`event`, `instance`), whatever
+//! `RUST_LOG` says, so traces are complete when an endpoint is configured.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;

@@ -55,3 +55,25 @@ fn results_do_not_depend_on_the_number_of_shards_or_workers() {
     job::run(many.compile(&sixty_four), RunOptions::default()).unwrap();
     assert_matches_ground_truth(&many);
 }
+
+#[test]
+fn constant_passivation_changes_nothing() {
+    // Every instance is dropped from memory at every checkpoint and reactivated from redb with
+    // its timers: the records must be the same.
+    let work = Workdir::new();
+    work.generate(13, 1_500);
+    let topology = common::example_with(&[
+        (
+            "checkpoint_interval = \"1s\"",
+            "checkpoint_interval = \"20ms\"\npassivate_after = \"1ms\"",
+        ),
+        ("shards = 8", "shards = 3"),
+    ]);
+    let summary = job::run(work.compile(&topology), RunOptions::default()).unwrap();
+    assert!(
+        summary.counts.instances_loaded > 100,
+        "{:?}",
+        summary.counts
+    );
+    assert_matches_ground_truth(&work);
+}

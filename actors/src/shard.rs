@@ -143,6 +143,8 @@ pub struct ShardCounts {
     pub timers_fired: u64,
     pub instances_started: u64,
     pub instances_ended: u64,
+    /// Activations of passivated instances from redb.
+    pub instances_loaded: u64,
 }
 
 impl ShardCounts {
@@ -156,6 +158,7 @@ impl ShardCounts {
         self.timers_fired += other.timers_fired;
         self.instances_started += other.instances_started;
         self.instances_ended += other.instances_ended;
+        self.instances_loaded += other.instances_loaded;
     }
 }
 
@@ -432,6 +435,7 @@ impl Shard {
             let template = &self.job.templates[id.template as usize];
             let instance = match self.txn.as_ref().expect("recovered").instance(id)? {
                 Some(bytes) => {
+                    self.counts.instances_loaded += 1;
                     let stored: StoredInstance = codec::decode(&bytes)?;
                     let state = stored
                         .state
