@@ -110,3 +110,31 @@ fn kill_9_mid_run_then_rerun_writes_exactly_what_an_uninterrupted_run_writes() {
     );
     assert_matches_ground_truth(&crashed);
 }
+
+#[test]
+fn new_state_with_old_outputs_or_changed_input_is_refused_not_mixed() {
+    let work = Workdir::new();
+    work.generate(4, 300);
+    assert!(vigil_run(&work).status().unwrap().success());
+
+    // Fresh state, but the outputs of the earlier run are still there.
+    std::fs::remove_dir_all(work.state()).unwrap();
+    let output = vigil_run(&work).stderr(Stdio::piped()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("already hold its records"), "{stderr}");
+
+    // Old state, but the input file was replaced by another day's.
+    std::fs::remove_dir_all(work.out()).unwrap();
+    std::fs::remove_dir_all(work.state()).unwrap();
+    assert!(vigil_run(&work).status().unwrap().success());
+    std::fs::remove_dir_all(work.data()).unwrap();
+    work.generate(5, 300);
+    let output = vigil_run(&work).stderr(Stdio::piped()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not the file the checkpoint was taken in"),
+        "{stderr}"
+    );
+}

@@ -19,7 +19,7 @@ use crate::shard::{
 };
 use crate::sink::Sinks;
 use crate::source::{self, Cursor, SourceMessage};
-use crate::spec::{FieldPath, JobSpec};
+use crate::spec::{FieldPath, JobSpec, SourceKind};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::template::DynTemplate;
 use crate::templates;
@@ -171,6 +171,21 @@ pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, RunError> {
             return Err(RunError::Shard(e));
         }
     };
+    for status in statuses.iter().filter(|s| s.created) {
+        let sinks = job.sinks.holding_records_of(status.shard);
+        if !sinks.is_empty() {
+            stop_runtime(arbiters);
+            return Err(RunError::Incompatible {
+                dir: spec.state_dir.display().to_string(),
+                message: format!(
+                    "shard {} starts with new state, but sink(s) {} already hold its records from an \
+                     earlier run; restore that state directory, or delete those outputs to start over",
+                    status.shard,
+                    sinks.join(", ")
+                ),
+            });
+        }
+    }
     let result = read_input(&spec, &router, &job, &addrs, &statuses, &options);
     let (lines_this_run, resumed_at, final_watermark, finished) = match result {
         Ok(r) => r,
@@ -272,7 +287,9 @@ fn read_input(
     }
     let mut running = Vec::new();
     for (spec_source, cursor) in spec.sources.iter().zip(&position.cursors) {
-        if cursor.done {
+        // A finished file source is opened again: it checks its input is unchanged and reads
+        // files added since. Other sources that ended stay ended.
+        if cursor.done && !matches!(spec_source.kind, SourceKind::File { .. }) {
             running.push(None);
             continue;
         }

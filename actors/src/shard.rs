@@ -174,6 +174,8 @@ pub struct ShardStatus {
     pub tombstones: u64,
     pub pending_timers: u64,
     pub restarts: u32,
+    /// The shard's state file was created by this run.
+    pub created: bool,
 }
 
 /// Faults injected by tests of supervision and recovery.
@@ -277,6 +279,8 @@ pub struct Shard {
     restarts: u32,
     /// Failed for good: the job is failing; batches are acknowledged and dropped.
     dead: bool,
+    /// The state file did not exist before this run.
+    created: bool,
     faults_fired: u32,
 }
 
@@ -297,6 +301,7 @@ impl Shard {
             next_timer: None,
             restarts: 0,
             dead: false,
+            created: false,
             faults_fired: 0,
         }
     }
@@ -308,7 +313,9 @@ impl Shard {
     /// Opens the store (once) and loads the last checkpoint's metadata.
     fn recover(&mut self) -> Result<(), ShardError> {
         if self.store.is_none() {
-            self.store = Some(ShardStore::open(&Self::path(&self.job.state_dir, self.id))?);
+            let path = Self::path(&self.job.state_dir, self.id);
+            self.created = !path.exists();
+            self.store = Some(ShardStore::open(&path)?);
         }
         let store = self.store.as_ref().expect("opened above");
         let txn = store.begin()?;
@@ -355,6 +362,7 @@ impl Shard {
             watermark: self.watermark,
             counts: self.counts.clone(),
             restarts: self.restarts,
+            created: self.created,
             ..ShardStatus::default()
         };
         if let Some(store) = &self.store {

@@ -25,6 +25,8 @@ pub trait Sink: Send + Sync {
     fn sync(&self) -> io::Result<()>;
     /// Records written by this process (not counting the ones skipped as already delivered).
     fn written(&self) -> u64;
+    /// The highest sequence of `shard` the sink already holds, if it can tell.
+    fn delivered(&self, shard: u32) -> Option<u64>;
 }
 
 struct FileState {
@@ -139,6 +141,10 @@ impl Sink for FileSink {
     fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
     }
+
+    fn delivered(&self, shard: u32) -> Option<u64> {
+        lock(&self.state).delivered.get(&shard).copied()
+    }
 }
 
 /// Records to standard output. At least once: stdout cannot be read back after a crash.
@@ -182,6 +188,10 @@ impl Sink for StdoutSink {
 
     fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+
+    fn delivered(&self, _shard: u32) -> Option<u64> {
+        None // stdout cannot be read back
     }
 }
 
@@ -273,6 +283,17 @@ impl Sinks {
             sink.sync()?;
         }
         Ok(())
+    }
+
+    /// Sinks that already hold records of `shard` (a shard with no checkpoint must not have
+    /// any: they would come from another run and be taken for this one's).
+    pub fn holding_records_of(&self, shard: u32) -> Vec<String> {
+        self.sinks
+            .iter()
+            .chain(std::iter::once(&self.dead_letter))
+            .filter(|s| s.delivered(shard).is_some())
+            .map(|s| s.name().to_owned())
+            .collect()
     }
 
     /// (sink name, records written by this run) for each sink, dead letters last.

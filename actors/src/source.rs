@@ -28,6 +28,8 @@ pub struct Cursor {
     /// Lines consumed in the current file (file sources) or in the stream (others).
     pub line: u64,
     pub done: bool,
+    /// Hash of the current file's first 4 KiB, to notice a file replaced under a checkpoint.
+    pub fingerprint: Option<u64>,
 }
 
 /// A run of lines from one source.
@@ -136,7 +138,24 @@ impl FileReader {
         }
         if let Some(name) = &cursor.file {
             match files.iter().position(|f| f.display().to_string() == *name) {
-                Some(i) => cursor.file_index = i as u32,
+                Some(i) => {
+                    cursor.file_index = i as u32;
+                    let mut file = File::open(&files[i])?;
+                    if cursor
+                        .fingerprint
+                        .is_some_and(|known| known != fingerprint(&mut file).unwrap_or(0))
+                    {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "`{name}` is not the file the checkpoint was taken in (its content changed); \
+                                 use a new state directory to read it from the start"
+                            ),
+                        ));
+                    }
+                    // Files may have been added since: read on from here.
+                    cursor.done = false;
+                }
                 None => {
                     return Err(io::Error::new(
                         io::ErrorKind::NotFound,
@@ -169,6 +188,19 @@ impl LineReader for FileReader {
             let name = path.display().to_string();
             if self.reader.is_none() {
                 let mut file = File::open(path)?;
+                let fingerprint = fingerprint(&mut file)?;
+                match self.cursor.fingerprint {
+                    Some(known) if known != fingerprint => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "`{name}` is not the file the checkpoint was taken in (its content changed); \
+                                 use a new state directory to read it from the start"
+                            ),
+                        ));
+                    }
+                    _ => self.cursor.fingerprint = Some(fingerprint),
+                }
                 file.seek(SeekFrom::Start(self.cursor.offset))?;
                 self.reader = Some(BufReader::with_capacity(1 << 20, file));
                 self.cursor.file = Some(name.clone());
@@ -196,7 +228,12 @@ impl LineReader for FileReader {
                 };
                 return Ok(Some(chunk));
             }
-            // End of this file: on to the next one.
+            // End of this file: on to the next one. The cursor stays on the last file read
+            // until another is opened, so a resumed run can check it is still the same file.
+            if index + 1 >= self.files.len() {
+                self.cursor.done = true;
+                return Ok(None);
+            }
             self.reader = None;
             self.cursor = Cursor {
                 file_index: self.cursor.file_index + 1,
@@ -204,6 +241,15 @@ impl LineReader for FileReader {
             };
         }
     }
+}
+
+/// Hash of a file's first 4 KiB (the whole file if shorter).
+fn fingerprint(file: &mut File) -> io::Result<u64> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(4096);
+    file.by_ref().take(4096).read_to_end(&mut head)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(crate::hash::stable_hash64(&head))
 }
 
 /// A stream of lines without files: stdin or the built-in generator.
