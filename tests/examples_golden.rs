@@ -56,4 +56,9 @@ macro_rules! golden {
     };
 }
 
-// golden!(sliding_velocity => "order-velocity");
+golden!(order_velocity => "order-velocity");
+golden!(delivery_velocity => "delivery-velocity");
+golden!(fraud => "fraud");
+golden!(customer_contact => "customer-contact");
+golden!(order_patterns => "order-patterns");
+golden!(alert_escalation => "alert-escalation");

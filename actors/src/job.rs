@@ -10,19 +10,19 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tracing::{info, warn};
 
-use crate::event::{DeadLetter, Decoder};
+use crate::event::{DeadLetter, Decoder, Event};
 use crate::gate::Gate;
 use crate::hash::shard_of;
+use crate::registry::{Registry, RegistryError};
 use crate::shard::{
     Batch, Checkpoint, Deliver, Faults, Finish, Item, JobContext, Layout, Position, Recover, Shard,
     ShardCounts, ShardStatus,
 };
 use crate::sink::Sinks;
 use crate::source::{self, Cursor, SourceMessage};
-use crate::spec::{FieldPath, JobSpec, SourceKind};
+use crate::spec::{JobSpec, SourceKind};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
-use crate::template::DynTemplate;
-use crate::templates;
+use crate::template::{DynTemplate, KeyPart};
 use crate::time::{Millis, MIN_TIME};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,8 @@ pub enum RunError {
     Incompatible { dir: String, message: String },
     #[error("cannot start worker threads: {0}")]
     Runtime(String),
+    #[error(transparent)]
+    Template(#[from] RegistryError),
 }
 
 /// How to run, beyond the topology.
@@ -48,6 +50,10 @@ pub struct RunOptions {
     /// Templates to run instead of the built-in ones, one per process of the spec, in order
     /// (user-written templates, tests).
     pub templates: Option<Vec<Box<dyn DynTemplate>>>,
+    /// The registry that builds each process's template (unless `templates` is given):
+    /// [`Registry::builtin`] when `None`. Give the one the topology was compiled with when it
+    /// uses custom templates.
+    pub registry: Option<Registry>,
     /// Set to stop reading: the shards checkpoint and the run returns (for endless sources).
     pub stop: Option<Arc<AtomicBool>>,
     /// Incremented for every line read, for progress displays.
@@ -75,9 +81,37 @@ pub struct RunSummary {
     pub finished: bool,
 }
 
-/// For each event type: the templates it goes to and the field keying them there.
+/// For each event type: the templates it goes to and what keys them there (empty: the event
+/// type's correlation key).
 struct Router {
-    routes: Vec<Vec<(u16, Option<FieldPath>)>>,
+    routes: Vec<Vec<(u16, Vec<KeyPart>)>>,
+}
+
+/// The instance key an event gets from a subscription's key parts; `None` when a field part is
+/// missing or neither a string nor a number (the event is then not delivered there).
+fn route_key(event: &Event, parts: &[KeyPart]) -> Option<Arc<str>> {
+    fn part(event: &Event, part: &KeyPart) -> Option<String> {
+        match part {
+            KeyPart::EventType => Some(event.type_name.to_string()),
+            KeyPart::Constant(text) => Some(text.clone()),
+            KeyPart::Field(path) => match path.lookup(&event.payload)? {
+                serde_json::Value::String(k) => Some(k.clone()),
+                v @ serde_json::Value::Number(_) => Some(v.to_string()),
+                _ => None,
+            },
+        }
+    }
+    match parts {
+        [] => Some(event.key.clone()),
+        [one] => part(event, one).map(|k| Arc::from(k.as_str())),
+        _ => {
+            let values = parts
+                .iter()
+                .map(|p| part(event, p))
+                .collect::<Option<Vec<_>>>()?;
+            Some(Arc::from(values.join("|").as_str()))
+        }
+    }
 }
 
 impl Router {
@@ -107,7 +141,13 @@ pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, RunError> {
     let mut options = options;
     let templates = match options.templates.take() {
         Some(t) => t,
-        None => spec.processes.iter().map(templates::build).collect(),
+        None => {
+            let registry = options.registry.take().unwrap_or_else(Registry::builtin);
+            spec.processes
+                .iter()
+                .map(|p| registry.build(p))
+                .collect::<Result<_, _>>()?
+        }
     };
     assert_eq!(
         templates.len(),
@@ -386,16 +426,9 @@ fn read_input(
                     }
                     let event = Arc::new(event);
                     let mut primary = true;
-                    for (template, key_path) in routes {
-                        let key = match key_path {
-                            None => event.key.clone(),
-                            Some(path) => match path.lookup(&event.payload) {
-                                Some(serde_json::Value::String(k)) => Arc::from(k.as_str()),
-                                Some(v @ serde_json::Value::Number(_)) => {
-                                    Arc::from(v.to_string().as_str())
-                                }
-                                _ => continue,
-                            },
+                    for (template, key_parts) in routes {
+                        let Some(key) = route_key(&event, key_parts) else {
+                            continue;
                         };
                         let shard = shard_of(&key, shards) as usize;
                         per_shard[shard].push(Item::Event {

@@ -13,10 +13,12 @@
 //! ```
 
 pub mod event;
+pub mod expr;
 pub mod gate;
 pub mod hash;
 pub mod job;
 pub mod record;
+pub mod registry;
 pub mod shard;
 pub mod shop;
 pub mod sink;

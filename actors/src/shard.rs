@@ -483,7 +483,11 @@ impl Shard {
         let _span =
             debug_span!("event", seq = event.seq, r#type = %event.type_name, key = %key).entered();
         let id = InstanceId::new(template, key.as_ref());
-        let id_hash = event.id.as_deref().map(|i| stable_hash64(i.as_bytes()));
+        let id_hash = event
+            .id
+            .as_deref()
+            .filter(|_| self.job.templates[template as usize].dedup_by_event_id())
+            .map(|i| stable_hash64(i.as_bytes()));
         let instance = self.activate(&id)?;
         if let Some(hash) = id_hash {
             if instance.meta.seen.contains(&hash) {
@@ -618,6 +622,20 @@ impl Shard {
     /// Deletes an ended instance's state and timers; a tombstone remembers its event ids
     /// until `dedup_retention` after the end.
     fn end_instance(&mut self, id: &InstanceId, at: Millis) -> Result<(), ShardError> {
+        if !self.job.templates[id.template as usize].dedup_by_event_id() {
+            // Nothing to remember: delete the instance and its timers now, no tombstone.
+            let instance = self.cache.remove(id).expect("activated");
+            self.counts.instances_ended += 1;
+            for (name, time) in instance.meta.timers {
+                self.txn().remove_timer(&TimerKey::new(
+                    time,
+                    id.template,
+                    id.key.as_str(),
+                    name,
+                ))?;
+            }
+            return Ok(self.txn().remove_instance(id)?);
+        }
         let retention = self.job.dedup_retention;
         let instance = self.cache.get_mut(id).expect("activated");
         let timers = std::mem::take(&mut instance.meta.timers);

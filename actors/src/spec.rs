@@ -155,6 +155,92 @@ pub struct ProcessSpec {
 #[derive(Debug, Clone)]
 pub enum TemplateSpec {
     Process(ProcessTemplateSpec),
+    /// A template registered in a [`Registry`](crate::registry::Registry) by the application
+    /// (not built in): its registered name and its configuration, the process's TOML table
+    /// without `template`, as JSON. The registry's factory checks and reads it.
+    Custom {
+        template: String,
+        config: serde_json::Value,
+    },
+    /// Event-time windows (`template = "window"`).
+    Window(WindowTemplateSpec),
+    /// CEP patterns (`template = "pattern"`, and the ready-made `fraud` and
+    /// `customer_contact`, which are sets of patterns).
+    Pattern(PatternTemplateSpec),
+}
+
+/// The `window` template: event-time tumbling or sliding windows per group, with aggregates.
+///
+/// Windows are `[end - size, end)` for every `end` that is a multiple of `slide` (tumbling when
+/// `slide == size`). A result is emitted when the watermark reaches a window's end; events up
+/// to `allowed_lateness` after the end still update it (and re-emit it); later ones are late.
+#[derive(Debug, Clone)]
+pub struct WindowTemplateSpec {
+    /// The `name` of the result records, e.g. `ORDER_VELOCITY`.
+    pub name: String,
+    /// The event types counted.
+    pub events: Vec<String>,
+    /// The dimensions of a group; empty: one group, keyed `*`.
+    pub group_by: Vec<GroupBy>,
+    pub size: Millis,
+    /// Equal to `size` for tumbling windows; at most `size`.
+    pub slide: Millis,
+    pub allowed_lateness: Millis,
+    pub emit: WindowEmit,
+    pub aggregates: Vec<AggregateSpec>,
+}
+
+/// A dimension of a window group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupBy {
+    /// The event type's name (`"type"` in the topology).
+    EventType,
+    Field(FieldPath),
+}
+
+/// When window results are emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowEmit {
+    /// Once when the watermark passes the window's end, again for each late update.
+    OnClose,
+    /// As `OnClose`, plus an early partial result of the next window to close on every event.
+    OnUpdate,
+}
+
+/// One aggregate of a window result, named `name` in its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateSpec {
+    pub name: String,
+    pub function: AggregateFn,
+    /// The field aggregated; `None` only for `Count`.
+    pub field: Option<FieldPath>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateFn {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+    DistinctCount,
+}
+
+impl AggregateFn {
+    pub const NAMES: &'static [&'static str] =
+        &["count", "sum", "min", "max", "avg", "distinct_count"];
+
+    pub fn parse(name: &str) -> Option<AggregateFn> {
+        Some(match name {
+            "count" => AggregateFn::Count,
+            "sum" => AggregateFn::Sum,
+            "min" => AggregateFn::Min,
+            "max" => AggregateFn::Max,
+            "avg" => AggregateFn::Avg,
+            "distinct_count" => AggregateFn::DistinctCount,
+            _ => return None,
+        })
+    }
 }
 
 /// The `process` template: a keyed business process with steps and SLAs.
@@ -186,12 +272,33 @@ pub struct StepSpec {
 
 /// An SLA: the step `step` must be reached within `within` of the start event (or of the step
 /// `from`), in event time; otherwise an alert named `name` fires at the deadline.
-#[derive(Debug, Clone)]
+///
+/// Alert state: the alert fires once per instance. With `escalate`, further alerts fire at
+/// later deadlines (each once, unless the step was reached by then); with `resolve`, an
+/// `ALERT_RESOLVED` record follows once the step is reached (or the instance ends) after an
+/// alert fired. Without these options, the records are exactly those of a plain SLA.
+#[derive(Debug, Clone, Default)]
 pub struct SlaSpec {
     pub name: String,
     pub step: String,
     pub within: Millis,
     pub from: Option<String>,
+    /// A `severity` detail on the first alert.
+    pub severity: Option<String>,
+    /// Emit `ALERT_RESOLVED` once the step is reached, or the instance ends, after an alert.
+    pub resolve: bool,
+    /// Escalation levels, by strictly increasing `after`, each later than `within`.
+    pub escalate: Vec<EscalationSpec>,
+}
+
+/// An escalation level of an SLA: if the step is still not reached `after` the SLA's origin
+/// (the start event or its `from` step), the alert `name` fires with this `severity`.
+#[derive(Debug, Clone, Default)]
+pub struct EscalationSpec {
+    /// The alert's name; the SLA's name when not given.
+    pub name: String,
+    pub after: Millis,
+    pub severity: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -210,4 +317,76 @@ pub enum SinkKind {
     File { path: PathBuf },
     /// Write newline-delimited JSON to standard output (at least once).
     Stdout,
+}
+
+/// A template made of CEP patterns: `pattern` (one), `fraud` and `customer_contact` (the
+/// patterns their TOML configures). See `actors/src/templates/pattern.rs` for the semantics.
+#[derive(Debug, Clone)]
+pub struct PatternTemplateSpec {
+    /// `pattern`, `fraud` or `customer_contact`: for messages and `describe`.
+    pub template: String,
+    pub patterns: Vec<PatternSpec>,
+}
+
+/// One pattern: a sequence of steps matched per key, within `within` of its first event.
+#[derive(Debug, Clone)]
+pub struct PatternSpec {
+    /// The name of the record emitted on a match.
+    pub name: String,
+    /// The kind of the records emitted (`pattern` for the `pattern` template).
+    pub kind: crate::record::RecordKind,
+    /// The field keying instances, for every step's event type; `None`: each event type's
+    /// correlation key.
+    pub key: Option<FieldPath>,
+    /// The whole match must complete within this long of its first event (event time).
+    pub within: Millis,
+    pub skip: SkipStrategy,
+    /// The name of the record emitted when a partial match expires; `None`: no record.
+    pub timeout: Option<String>,
+    pub steps: Vec<PatternStepSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PatternStepSpec {
+    pub name: String,
+    /// The event type the step takes.
+    pub on: String,
+    /// A CEL condition on `event` and the events earlier steps matched (by step name).
+    pub condition: Option<String>,
+    pub contiguity: Contiguity,
+    pub occurs: Occurs,
+}
+
+/// How a step's event relates to the event matched before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contiguity {
+    /// Strict: no other event of the key in between.
+    Next,
+    /// Relaxed: events that do not fit are skipped.
+    FollowedBy,
+}
+
+/// How many events a step takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Occurs {
+    Once,
+    Times(u32),
+    /// As many as the integer field `field` of the first event matched by step `step` says.
+    TimesFrom {
+        step: String,
+        field: FieldPath,
+    },
+    OneOrMore,
+    Optional,
+    /// Absence, the last step only: the match completes at the deadline if no such event came.
+    Never,
+}
+
+/// Which partial matches survive a match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipStrategy {
+    /// Discard every partial match started before the match ended (one match per episode).
+    SkipPastLastEvent,
+    /// Keep them: overlapping matches are all reported.
+    NoSkip,
 }

@@ -42,26 +42,46 @@ use crate::record::Record;
 use crate::spec::FieldPath;
 use crate::time::Millis;
 
-/// An event type a template receives, and which field keys its instances (by default the
-/// event type's configured correlation key).
+/// An event type a template receives, and what keys its instances: by default (`key` empty)
+/// the event type's configured correlation key; otherwise the parts of `key`, joined with `|`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     pub event_type: String,
-    pub key: Option<FieldPath>,
+    pub key: Vec<KeyPart>,
+}
+
+/// One part of an instance key computed from an event (see [`Subscription::grouped_by`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// A payload field: a string as is, a number as its decimal text. An event without it (or
+    /// with another JSON type) is not delivered to the template.
+    Field(FieldPath),
+    /// The event type's name.
+    EventType,
+    /// A fixed text, e.g. `*`: every event of the subscription goes to one instance.
+    Constant(String),
 }
 
 impl Subscription {
     pub fn new(event_type: impl Into<String>) -> Subscription {
         Subscription {
             event_type: event_type.into(),
-            key: None,
+            key: Vec::new(),
         }
     }
 
     pub fn keyed_by(event_type: impl Into<String>, key: FieldPath) -> Subscription {
         Subscription {
             event_type: event_type.into(),
-            key: Some(key),
+            key: vec![KeyPart::Field(key)],
+        }
+    }
+
+    /// Keyed by several parts (a composite key), their values joined with `|`.
+    pub fn grouped_by(event_type: impl Into<String>, parts: Vec<KeyPart>) -> Subscription {
+        Subscription {
+            event_type: event_type.into(),
+            key: parts,
         }
     }
 }
@@ -114,6 +134,14 @@ pub trait Template: Send + Sync + 'static {
     fn describe(&self, _state: &Self::State) -> serde_json::Value {
         serde_json::Value::Null
     }
+
+    /// Whether the runtime remembers the ids of this template's events (to ignore duplicates)
+    /// and keeps a tombstone of an ended instance for the job's `dedup_retention`. `false`
+    /// suits instances that aggregate an unbounded stream (windows): no hash per event is kept,
+    /// and an ended instance is deleted at once, so the next event for its key starts a new one.
+    fn dedup_by_event_id(&self) -> bool {
+        true
+    }
 }
 
 /// What a handler may do besides changing its state: emit records and manage its timers.
@@ -156,6 +184,13 @@ impl<'a> Context<'a> {
             outputs,
             timers,
         }
+    }
+
+    /// The same context with the shard's watermark at `watermark` (for tests of templates that
+    /// look at it).
+    pub fn with_watermark(mut self, watermark: Millis) -> Context<'a> {
+        self.watermark = watermark;
+        self
     }
 
     /// The instance's key.
@@ -219,6 +254,9 @@ pub trait DynTemplate: Send + Sync {
     ) -> Result<(), TemplateError>;
     fn is_complete(&self, state: &AnyState) -> bool;
     fn describe(&self, state: &AnyState) -> serde_json::Value;
+    fn dedup_by_event_id(&self) -> bool {
+        true
+    }
 }
 
 fn downcast<S: 'static>(state: &AnyState) -> &S {
@@ -270,5 +308,8 @@ impl<T: Template> DynTemplate for T {
     }
     fn describe(&self, state: &AnyState) -> serde_json::Value {
         Template::describe(self, downcast::<T::State>(state))
+    }
+    fn dedup_by_event_id(&self) -> bool {
+        Template::dedup_by_event_id(self)
     }
 }

@@ -48,6 +48,7 @@ pub fn order_template(spec: &JobSpec) -> ProcessTemplate {
         .expect("the example has an `order` process");
     match &process.template {
         TemplateSpec::Process(config) => ProcessTemplate::new(&process.name, config.clone()),
+        other => panic!("`order` runs the process template, not {other:?}"),
     }
 }
 

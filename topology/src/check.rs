@@ -25,6 +25,8 @@ pub(crate) enum Target {
     Step { process: String },
     /// A declared field of an event type; `integer` when it must hold an integer.
     Field { event_type: String, integer: bool },
+    /// A declared `number` or `integer` field of an event type (a window's `sum`, `avg`, ...).
+    NumberField { event_type: String },
     /// The event type must declare an `id` (a step counting distinct events by id).
     EventId { event_type: String },
     /// A declared process (a sink's `inputs`).
@@ -107,6 +109,12 @@ pub(crate) fn check(model: &Model, ctx: &mut Ctx<'_>) {
                 };
                 check_field(ctx, event, &name, span, role, integer);
             }
+            Target::NumberField { event_type } => {
+                let Some(event) = event_type_named(spec, &event_type) else {
+                    continue;
+                };
+                check_number_field(ctx, event, &name, span, role);
+            }
             Target::EventId { event_type } => {
                 let Some(event) = event_type_named(spec, &event_type) else {
                     continue;
@@ -138,6 +146,7 @@ fn steps_of<'s>(spec: &'s JobSpec, process: &str) -> Option<Vec<&'s str>> {
     let process = spec.processes.iter().find(|p| p.name == process)?;
     match &process.template {
         TemplateSpec::Process(p) => Some(p.steps.iter().map(|s| s.name.as_str()).collect()),
+        _ => None,
     }
 }
 
@@ -190,6 +199,34 @@ fn check_field(
             )
             .hint(hint);
         }
+    }
+}
+
+/// A field a window aggregates numerically: declared, as `number` or `integer`.
+fn check_number_field(
+    ctx: &mut Ctx<'_>,
+    event: &EventTypeSpec,
+    name: &str,
+    span: Span,
+    role: &str,
+) {
+    let path = FieldPath::parse(name);
+    let event_type = &event.name;
+    match event.fields.iter().find(|f| f.path == path) {
+        Some(field) if !matches!(field.ty, FieldType::Number | FieldType::Integer) => {
+            ctx.error(
+                span,
+                format!(
+                    "`{role}` needs a number, but field `{name}` of `{event_type}` is declared `{}`",
+                    field.ty.name()
+                ),
+            )
+            .hint(format!(
+                "aggregate a `number` or `integer` field, or use `distinct_count` for `{name}`"
+            ));
+        }
+        Some(_) => {}
+        None => check_field(ctx, event, name, span, role, false),
     }
 }
 

@@ -7,12 +7,14 @@ use std::path::PathBuf;
 
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+use vigil_actors::registry::Registry;
 use vigil_actors::spec::{
     EventTypeSpec, FieldPath, FieldSpec, FieldType, JobSpec, ProcessSpec, SinkKind, SinkSpec,
     SourceKind, SourceSpec,
 };
 
 use crate::check::{Output, Target};
+use crate::custom;
 use crate::reader::{a, in_file_order, Ctx, Table};
 use crate::suggest;
 use crate::templates;
@@ -33,7 +35,11 @@ const RECORD_KINDS: &[&str] = &["alert", "event", "window", "pattern", "dead_let
 /// Where dead letters go when the topology has no `[dead_letter]` section.
 const DEFAULT_DEAD_LETTER: &str = "dead_letters.jsonl";
 
-pub(crate) fn structure(root: &Spanned<DeTable<'_>>, ctx: &mut Ctx<'_>) -> Model {
+pub(crate) fn structure(
+    root: &Spanned<DeTable<'_>>,
+    ctx: &mut Ctx<'_>,
+    registry: &Registry,
+) -> Model {
     let mut root = Table::root(root);
 
     let mut job = root.required_table(
@@ -65,7 +71,7 @@ pub(crate) fn structure(root: &Spanned<DeTable<'_>>, ctx: &mut Ctx<'_>) -> Model
 
     let sources = sources(&mut root, ctx);
     let event_types = event_types(&mut root, ctx);
-    let (processes, process_names) = processes(&mut root, ctx);
+    let (processes, process_names) = processes(&mut root, ctx, registry);
     let sinks = sinks(&mut root, ctx);
 
     let mut dead_letter_table = root.table(ctx, "dead_letter");
@@ -247,7 +253,11 @@ fn read_fields(
     }
 }
 
-fn processes(root: &mut Table<'_, '_>, ctx: &mut Ctx<'_>) -> (Vec<ProcessSpec>, Vec<String>) {
+fn processes(
+    root: &mut Table<'_, '_>,
+    ctx: &mut Ctx<'_>,
+    registry: &Registry,
+) -> (Vec<ProcessSpec>, Vec<String>) {
     let (_, tables) = root.named_tables(ctx, "processes");
     let mut processes = Vec::new();
     let mut names = Vec::new();
@@ -259,8 +269,17 @@ fn processes(root: &mut Table<'_, '_>, ctx: &mut Ctx<'_>) -> (Vec<ProcessSpec>, 
             .unwrap_or_else(|| Spanned::new(table.span(), templates::DEFAULT.to_owned()));
         let spec = match templates::find(template.get_ref()) {
             Some(template) => (template.read)(&name, &mut table, ctx),
+            None if registry.is_custom(template.get_ref()) => {
+                custom::read(&template, &name, &mut table, registry, ctx)
+            }
             None => {
-                let known = templates::names();
+                let mut known: Vec<&str> = templates::names();
+                known.extend(
+                    registry
+                        .names()
+                        .into_iter()
+                        .filter(|n| registry.is_custom(n)),
+                );
                 let mut hint = format!("known templates: {}", suggest::list(&known));
                 if let Some(best) = suggest::closest(template.get_ref(), known.iter().copied()) {
                     hint = format!("did you mean `{best}`? {hint}");

@@ -59,16 +59,20 @@
 
 mod check;
 mod compile;
+mod custom;
 mod diagnostics;
 mod env;
+mod pattern;
 mod process;
 mod reader;
 mod suggest;
 mod templates;
+mod window;
 
 use std::path::Path;
 
 use toml::de::DeTable;
+use vigil_actors::registry::Registry;
 use vigil_actors::spec::JobSpec;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
@@ -77,18 +81,43 @@ use diagnostics::{Class, Problem};
 use reader::Ctx;
 
 /// Reads and compiles a topology file; `${VAR}` references read the process environment.
+/// Only the built-in templates are known ([`Registry::builtin`]).
 pub fn compile_file(path: &Path) -> Result<JobSpec, Diagnostics> {
+    compile_file_with(path, &Registry::builtin())
+}
+
+/// [`compile_file`] with the templates of `registry` (custom templates).
+pub fn compile_file_with(path: &Path, registry: &Registry) -> Result<JobSpec, Diagnostics> {
     let file_name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|error| Diagnostics::unreadable(&file_name, &error))?;
-    compile_str(&text, &file_name, &|name| std::env::var(name).ok())
+    compile_str_with(
+        &text,
+        &file_name,
+        &|name| std::env::var(name).ok(),
+        registry,
+    )
 }
 
 /// Compiles topology `text`; `file_name` is used in diagnostics and `env` resolves `${VAR}`.
+/// Only the built-in templates are known ([`Registry::builtin`]).
 pub fn compile_str(
     text: &str,
     file_name: &str,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<JobSpec, Diagnostics> {
+    compile_str_with(text, file_name, env, &Registry::builtin())
+}
+
+/// [`compile_str`] with the templates of `registry`: a process may name any template
+/// registered there (`template = "name"`); its factory checks the configuration, and its errors
+/// are reported at their place in the file with the others. Run the job with the same registry
+/// (`RunOptions::registry`).
+pub fn compile_str_with(
+    text: &str,
+    file_name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    registry: &Registry,
 ) -> Result<JobSpec, Diagnostics> {
     let (root, syntax_errors) = DeTable::parse_recoverable(text);
     let mut ctx = Ctx::new(text, env);
@@ -100,7 +129,7 @@ pub fn compile_str(
             problem.hint("a key, or a `[table]`, may be defined only once");
         }
     }
-    let model = compile::structure(&root, &mut ctx);
+    let model = compile::structure(&root, &mut ctx, registry);
     check::check(&model, &mut ctx);
     let mut problems = ctx.problems;
     if !syntax_errors.is_empty() {

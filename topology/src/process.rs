@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 
 use toml::Spanned;
-use vigil_actors::spec::{ProcessTemplateSpec, SlaSpec, StepSpec, TemplateSpec};
+use vigil_actors::spec::{EscalationSpec, ProcessTemplateSpec, SlaSpec, StepSpec, TemplateSpec};
+use vigil_actors::time::format_duration;
 
 use crate::check::Target;
 use crate::reader::{Ctx, Table};
@@ -162,15 +163,56 @@ fn read_sla(
             .hint("`from` is the step the clock starts at; leave it out to start at the start event");
         }
     }
+    let severity = table.optional_str(ctx, "severity");
+    let resolve = table.bool_or(ctx, "resolve", false);
+    let (_, escalation_tables) = table.array_of_tables(ctx, "escalate");
+    let mut escalate = Vec::new();
+    let mut previous = within.map(|w| (w, "`within`"));
+    for mut level in escalation_tables {
+        let level_name = level.optional_str(ctx, "name");
+        if let Some(level_name) = &level_name {
+            ctx.check_name(level_name, "alert");
+        }
+        let after = level.required_positive_duration(ctx, "after");
+        let level_severity = level.optional_str(ctx, "severity");
+        if let (Some(after), Some((before, what))) = (after, previous) {
+            if after <= before {
+                ctx.error(
+                    level.span(),
+                    format!(
+                        "an escalation must come after {what} ({}), not at {}",
+                        format_duration(before),
+                        format_duration(after)
+                    ),
+                )
+                .hint("escalation levels count from the same origin as `within`, in increasing `after` order");
+            }
+        }
+        previous = after.map(|a| (a, "the previous level")).or(previous);
+        level.finish(ctx);
+        escalate.push(EscalationSpec {
+            name: level_name.map(Spanned::into_inner).unwrap_or_default(),
+            after: after.unwrap_or_default(),
+            severity: level_severity.map(Spanned::into_inner),
+        });
+    }
     let name = name?;
     if ctx.check_name(&name, "SLA") {
         names.declare(ctx, &name);
+    }
+    for level in &mut escalate {
+        if level.name.is_empty() {
+            level.name = name.get_ref().clone();
+        }
     }
     Some(SlaSpec {
         name: name.into_inner(),
         step: step?.into_inner(),
         within: within?,
         from: from.map(Spanned::into_inner),
+        severity: severity.map(Spanned::into_inner),
+        resolve,
+        escalate,
     })
 }
 

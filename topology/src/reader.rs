@@ -347,6 +347,11 @@ impl<'a, 'i> Table<'a, 'i> {
         self.entries.is_some()
     }
 
+    /// The table's raw entries (a custom template's free-form configuration).
+    pub fn entries(&self) -> Option<&'a DeTable<'i>> {
+        self.entries
+    }
+
     fn get(&mut self, key: &'static str) -> Option<&'a Value<'i>> {
         if !self.known.contains(&key) {
             self.known.push(key);
@@ -417,6 +422,23 @@ impl<'a, 'i> Table<'a, 'i> {
         self.get(key)
             .and_then(|value| ctx.integer(value, key, range))
             .unwrap_or(default)
+    }
+
+    /// `true` or `false`; `default` when absent or wrong.
+    pub fn bool_or(&mut self, ctx: &mut Ctx<'_>, key: &'static str, default: bool) -> bool {
+        let Some(value) = self.get(key) else {
+            return default;
+        };
+        match value.get_ref() {
+            DeValue::Boolean(b) => *b,
+            _ => {
+                ctx.wrong_type(value, key, "`true` or `false`")
+                    .hint(format!(
+                        "write `{key} = true` or `{key} = false`, without quotes"
+                    ));
+                default
+            }
+        }
     }
 
     pub fn optional_duration(

@@ -7,8 +7,10 @@
 use toml::Spanned;
 use vigil_actors::spec::TemplateSpec;
 
+use crate::pattern;
 use crate::process;
 use crate::reader::{Ctx, Table};
+use crate::window;
 
 /// Reads a template's configuration from its process table; `name` is the process name.
 /// Reports errors into `ctx` and returns what could be read.
@@ -24,10 +26,28 @@ pub(crate) struct Template {
 }
 
 /// Every template, built in or registered.
-pub(crate) const TEMPLATES: &[Template] = &[Template {
-    name: "process",
-    read: process::read,
-}];
+pub(crate) const TEMPLATES: &[Template] = &[
+    Template {
+        name: "process",
+        read: process::read,
+    },
+    Template {
+        name: "window",
+        read: window::read,
+    },
+    Template {
+        name: "pattern",
+        read: pattern::read,
+    },
+    Template {
+        name: "fraud",
+        read: pattern::read_fraud,
+    },
+    Template {
+        name: "customer_contact",
+        read: pattern::read_contact,
+    },
+];
 
 /// The template used when a process does not say.
 pub(crate) const DEFAULT: &str = "process";

@@ -91,7 +91,9 @@ fn the_order_process_has_its_steps_and_sla() {
     let job = compile_with(&[]);
     assert_eq!(job.processes.len(), 1);
     assert_eq!(job.processes[0].name, "order");
-    let TemplateSpec::Process(order) = &job.processes[0].template;
+    let TemplateSpec::Process(order) = &job.processes[0].template else {
+        panic!("a process template")
+    };
     assert_eq!(order.start, "ORDER_CREATED");
     assert_eq!(order.cancel, ["ORDER_CANCELLED"]);
     assert_eq!(order.complete.as_deref(), Some("delivered"));
@@ -238,6 +240,8 @@ on = "E"
         fields[1].path,
         FieldPath(vec!["customer".into(), "zip".into()])
     );
-    let TemplateSpec::Process(p) = &job.processes[0].template;
+    let TemplateSpec::Process(p) = &job.processes[0].template else {
+        panic!("a process template")
+    };
     assert!(p.cancel.is_empty() && p.complete.is_none() && p.expire_after.is_none());
 }

@@ -91,7 +91,9 @@ fn keys_are_not_substituted() {
     // `[events."${NOT_A_VARIABLE}"]` declares an event type with exactly that name, which the
     // values `start` and `on` name by escaping the `$` as `$$`.
     assert_eq!(job.event_types[0].name, "${NOT_A_VARIABLE}");
-    let vigil_actors::spec::TemplateSpec::Process(p) = &job.processes[0].template;
+    let vigil_actors::spec::TemplateSpec::Process(p) = &job.processes[0].template else {
+        panic!("a process template")
+    };
     assert_eq!(p.start, "${NOT_A_VARIABLE}");
     assert_eq!(p.steps[0].on, "${NOT_A_VARIABLE}");
 }

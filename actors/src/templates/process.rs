@@ -11,6 +11,17 @@
 //!   it, or as soon as the step is known to have been reached after it;
 //! - the instance ends when `complete` is reached, on a `cancel` event, or `expire_after` its
 //!   start; SLAs whose deadline passed before the end fire, the others are dropped.
+//!
+//! Alert state (all opt-in, per SLA):
+//! - **escalation**: levels with later deadlines (`after`, from the same origin as `within`),
+//!   each firing its own alert once, at its deadline, unless the step was reached by then;
+//!   levels fire in order (a level never fires before the ones below it), each has its own
+//!   durable timer (`sla:<name>:<level>`), and a late step seen before a timer fired fires the
+//!   levels it passed, at their deadlines, like the first alert;
+//! - **resolution** (`resolve`): once an alert of the SLA fired, `ALERT_RESOLVED` is emitted
+//!   once, with `reason = "reached"` when the step is reached (at that time), or, when the
+//!   instance ends first, `"cancelled"`, `"completed"` or `"expired"` (at the end's time), so
+//!   every alert that fired is closed exactly once.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,6 +34,8 @@ use crate::template::{Context, Subscription, Template, TemplateError};
 use crate::time::{format_duration, Millis};
 
 const EXPIRE_TIMER: &str = "expire";
+/// The record closing an alert of an SLA with `resolve = true`.
+pub const ALERT_RESOLVED: &str = "ALERT_RESOLVED";
 
 pub struct ProcessTemplate {
     process: String,
@@ -31,6 +44,8 @@ pub struct ProcessTemplate {
     slas: Vec<(usize, Option<usize>)>,
     complete: Option<usize>,
     timer_names: Vec<String>,
+    /// For each SLA, the timer of each escalation level: `sla:<name>:<level>` (1-based).
+    escalation_timers: Vec<Vec<String>>,
 }
 
 impl ProcessTemplate {
@@ -50,12 +65,22 @@ impl ProcessTemplate {
             .iter()
             .map(|sla| format!("sla:{}", sla.name))
             .collect();
+        let escalation_timers = spec
+            .slas
+            .iter()
+            .map(|sla| {
+                (1..=sla.escalate.len())
+                    .map(|level| format!("sla:{}:{level}", sla.name))
+                    .collect()
+            })
+            .collect();
         ProcessTemplate {
             process: process.to_owned(),
             spec,
             slas,
             complete,
             timer_names,
+            escalation_timers,
         }
     }
 
@@ -84,7 +109,7 @@ impl ProcessTemplate {
             }
         }
         if self.complete == Some(step) {
-            self.end(state, reached_at, cx);
+            self.end(state, reached_at, "completed", cx);
         }
     }
 
@@ -96,7 +121,12 @@ impl ProcessTemplate {
         state.slas[sla].deadline = Some(deadline);
         match state.steps[self.slas[sla].0].reached_at {
             Some(_) => self.settle(state, sla, cx),
-            None => cx.set_timer(&self.timer_names[sla], deadline),
+            None => {
+                for level in 0..self.levels(sla) {
+                    let at = self.level_deadline(sla, deadline, level);
+                    cx.set_timer(self.level_timer(sla, level), at);
+                }
+            }
         }
     }
 
@@ -108,38 +138,138 @@ impl ProcessTemplate {
         ) else {
             return;
         };
-        if reached > deadline {
-            self.fire(state, sla, cx);
+        if let Some(level) = self.last_level_before(sla, deadline, reached) {
+            self.fire(state, sla, level, cx);
         }
+        self.resolve(state, sla, reached, "reached", cx);
         state.slas[sla].settled = true;
-        cx.cancel_timer(&self.timer_names[sla]);
+        for level in 0..self.levels(sla) {
+            cx.cancel_timer(self.level_timer(sla, level));
+        }
     }
 
-    fn fire(&self, state: &mut ProcessState, sla: usize, cx: &mut Context<'_>) {
-        let slot = &mut state.slas[sla];
-        let Some(deadline) = slot.deadline else {
+    /// Level 0 is the SLA's own alert, level `i` its `i`-th escalation.
+    fn levels(&self, sla: usize) -> usize {
+        1 + self.spec.slas[sla].escalate.len()
+    }
+
+    fn level_timer(&self, sla: usize, level: usize) -> &str {
+        match level {
+            0 => &self.timer_names[sla],
+            _ => &self.escalation_timers[sla][level - 1],
+        }
+    }
+
+    /// The deadline of a level, given the SLA's (level 0) deadline.
+    fn level_deadline(&self, sla: usize, deadline: Millis, level: usize) -> Millis {
+        let spec = &self.spec.slas[sla];
+        match level {
+            0 => deadline,
+            _ => deadline
+                .saturating_sub(spec.within)
+                .saturating_add(spec.escalate[level - 1].after),
+        }
+    }
+
+    /// The highest level whose deadline is before `at`, if any.
+    fn last_level_before(&self, sla: usize, deadline: Millis, at: Millis) -> Option<usize> {
+        (0..self.levels(sla))
+            .rev()
+            .find(|&level| self.level_deadline(sla, deadline, level) < at)
+    }
+
+    /// Fires every level of the SLA up to `level` that has not fired yet, in order, each at
+    /// its deadline.
+    fn fire(&self, state: &mut ProcessState, sla: usize, level: usize, cx: &mut Context<'_>) {
+        let Some(deadline) = state.slas[sla].deadline else {
             return;
         };
-        if slot.fired {
-            return;
-        }
-        slot.fired = true;
         let spec = &self.spec.slas[sla];
-        cx.emit(
-            Record::new(RecordKind::Alert, &spec.name, cx.key(), deadline)
-                .with("process", self.process.clone())
-                .with("step", spec.step.clone())
-                .with("within", format_duration(spec.within)),
-        );
-        cx.cancel_timer(&self.timer_names[sla]);
+        for l in state.slas[sla].fired_levels()..=level {
+            let at = self.level_deadline(sla, deadline, l);
+            let record = if l == 0 {
+                let record = Record::new(RecordKind::Alert, &spec.name, cx.key(), at)
+                    .with("process", self.process.clone())
+                    .with("step", spec.step.clone())
+                    .with("within", format_duration(spec.within));
+                match &spec.severity {
+                    Some(severity) => record.with("severity", severity.clone()),
+                    None => record,
+                }
+            } else {
+                let escalation = &spec.escalate[l - 1];
+                let record = Record::new(RecordKind::Alert, &escalation.name, cx.key(), at)
+                    .with("process", self.process.clone())
+                    .with("step", spec.step.clone())
+                    .with("alert", spec.name.clone())
+                    .with("level", l as u64)
+                    .with("after", format_duration(escalation.after));
+                match &escalation.severity {
+                    Some(severity) => record.with("severity", severity.clone()),
+                    None => record,
+                }
+            };
+            cx.emit(record);
+            let slot = &mut state.slas[sla];
+            if l == 0 {
+                slot.fired = true;
+            } else {
+                slot.escalated = l as u32;
+            }
+            cx.cancel_timer(self.level_timer(sla, l));
+        }
     }
 
-    fn end(&self, state: &mut ProcessState, at: Millis, cx: &mut Context<'_>) {
+    /// With `resolve`, closes the SLA's alert once, if one fired.
+    fn resolve(
+        &self,
+        state: &mut ProcessState,
+        sla: usize,
+        at: Millis,
+        reason: &str,
+        cx: &mut Context<'_>,
+    ) {
+        let spec = &self.spec.slas[sla];
+        let slot = &mut state.slas[sla];
+        if !spec.resolve || !slot.fired || slot.resolved {
+            return;
+        }
+        slot.resolved = true;
+        let level = slot.fired_levels() - 1;
+        let severity = match level {
+            0 => spec.severity.clone(),
+            _ => spec.escalate[level - 1].severity.clone(),
+        };
+        let mut record = Record::new(RecordKind::Alert, ALERT_RESOLVED, cx.key(), at)
+            .with("process", self.process.clone())
+            .with("step", spec.step.clone())
+            .with("alert", spec.name.clone())
+            .with("reason", reason)
+            .with("level", level as u64);
+        if let Some(severity) = severity {
+            record = record.with("severity", severity);
+        }
+        if let (Some(deadline), "reached") = (slot.deadline, reason) {
+            record = record.with("late_by", format_duration(at.saturating_sub(deadline)));
+        }
+        cx.emit(record);
+    }
+
+    /// Ends the instance (`reason`: `completed`, `cancelled` or `expired`): SLA levels whose
+    /// deadline passed before `at` fire, the others are dropped, and open alerts resolve.
+    fn end(&self, state: &mut ProcessState, at: Millis, reason: &str, cx: &mut Context<'_>) {
         for sla in 0..self.slas.len() {
             let slot = &state.slas[sla];
-            if !slot.settled && !slot.fired && slot.deadline.is_some_and(|d| d < at) {
-                self.fire(state, sla, cx);
+            if slot.settled {
+                continue;
             }
+            let Some(deadline) = slot.deadline else {
+                continue;
+            };
+            if let Some(level) = self.last_level_before(sla, deadline, at) {
+                self.fire(state, sla, level, cx);
+            }
+            self.resolve(state, sla, at, reason, cx);
         }
         state.ended = true;
     }
@@ -189,9 +319,26 @@ pub struct StepState {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SlaState {
+    /// The deadline of the SLA's own alert (level 0), once its origin is known.
     pub deadline: Option<Millis>,
+    /// The SLA's own alert fired.
     pub fired: bool,
+    /// The step was reached (with a known deadline): nothing more fires.
     pub settled: bool,
+    /// How many escalation levels fired (they fire in order).
+    pub escalated: u32,
+    /// `ALERT_RESOLVED` was emitted.
+    pub resolved: bool,
+}
+
+impl SlaState {
+    /// How many levels fired, the SLA's own alert included.
+    fn fired_levels(&self) -> usize {
+        match self.fired {
+            true => 1 + self.escalated as usize,
+            false => 0,
+        }
+    }
 }
 
 impl Template for ProcessTemplate {
@@ -248,7 +395,7 @@ impl Template for ProcessTemplate {
             }
         }
         if self.spec.cancel.iter().any(|c| c == ty) {
-            self.end(state, event.time, cx);
+            self.end(state, event.time, "cancelled", cx);
             return Ok(());
         }
         for (i, step) in self.spec.steps.iter().enumerate() {
@@ -280,10 +427,14 @@ impl Template for ProcessTemplate {
         cx: &mut Context<'_>,
     ) -> Result<(), TemplateError> {
         if timer == EXPIRE_TIMER {
-            self.end(state, cx.time(), cx);
-        } else if let Some(sla) = self.timer_names.iter().position(|n| n == timer) {
+            self.end(state, cx.time(), "expired", cx);
+            return Ok(());
+        }
+        let level =
+            |sla: usize| (0..self.levels(sla)).find(|&level| self.level_timer(sla, level) == timer);
+        if let Some((sla, level)) = (0..self.slas.len()).find_map(|sla| Some((sla, level(sla)?))) {
             if state.steps[self.slas[sla].0].reached_at.is_none() && !state.slas[sla].settled {
-                self.fire(state, sla, cx);
+                self.fire(state, sla, level, cx);
             }
         }
         Ok(())
@@ -318,7 +469,7 @@ impl Template for ProcessTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{FieldPath, SlaSpec, StepSpec};
+    use crate::spec::{EscalationSpec, FieldPath, SlaSpec, StepSpec};
     use std::sync::Arc;
 
     const H: Millis = 3_600_000;
@@ -352,6 +503,7 @@ mod tests {
                     step: "shipped".into(),
                     within: 24 * H,
                     from: None,
+                    ..SlaSpec::default()
                 }],
             },
         )
@@ -367,6 +519,29 @@ mod tests {
             id: None,
             payload,
         }
+    }
+
+    /// The order template with a 24 h SLA that warns, escalates at 48 h and 72 h, and
+    /// resolves.
+    fn escalating() -> ProcessTemplate {
+        let ProcessTemplate {
+            process, mut spec, ..
+        } = template();
+        spec.slas[0].severity = Some("warning".into());
+        spec.slas[0].resolve = true;
+        spec.slas[0].escalate = vec![
+            EscalationSpec {
+                name: "SLA_ESCALATED".into(),
+                after: 48 * H,
+                severity: Some("critical".into()),
+            },
+            EscalationSpec {
+                name: "SLA_BREACHED".into(),
+                after: 72 * H,
+                severity: None,
+            },
+        ];
+        ProcessTemplate::new(&process, spec)
     }
 
     struct Run {
@@ -392,6 +567,16 @@ mod tests {
         fn fire(&mut self, name: &str, at: Millis) {
             let mut cx = Context::for_test("ORD-1", at, &mut self.outputs, &mut self.timers);
             self.t.on_timer(&mut self.state, name, &mut cx).unwrap();
+        }
+        fn escalating() -> Run {
+            Run {
+                t: escalating(),
+                ..Run::new()
+            }
+        }
+        /// The details of the `i`-th record, as a JSON object.
+        fn details(&self, i: usize) -> Value {
+            Value::Object(self.outputs[i].details.iter().cloned().collect())
         }
         fn names(&self) -> Vec<(String, Millis)> {
             self.outputs
@@ -499,5 +684,258 @@ mod tests {
             serde_json::json!({"parcel_id": "P1"}),
         ));
         assert!(run.t.is_complete(&run.state));
+    }
+
+    fn shipped(time: Millis) -> Event {
+        event(
+            "PARCEL_SHIPPED",
+            time,
+            serde_json::json!({"parcel_id": "P1"}),
+        )
+    }
+
+    fn created() -> Event {
+        event("ORDER_CREATED", 0, serde_json::json!({"parcels": 1}))
+    }
+
+    #[test]
+    fn without_alert_options_records_are_those_of_a_plain_sla() {
+        let mut run = Run::new();
+        run.send(created());
+        run.fire("sla:SLA_BREACHED", 24 * H);
+        run.send(shipped(30 * H));
+        assert_eq!(
+            run.details(0),
+            serde_json::json!({"process": "order", "step": "shipped", "within": "1d"})
+        );
+        assert_eq!(run.outputs.len(), 2, "no resolution unless asked for");
+    }
+
+    #[test]
+    fn every_level_has_its_own_durable_timer() {
+        let mut run = Run::escalating();
+        run.send(created());
+        assert_eq!(
+            run.timers,
+            vec![
+                ("sla:SLA_BREACHED".to_string(), 24 * H),
+                ("sla:SLA_BREACHED:1".to_string(), 48 * H),
+                ("sla:SLA_BREACHED:2".to_string(), 72 * H),
+            ]
+        );
+    }
+
+    #[test]
+    fn levels_fire_once_each_at_their_deadline_then_the_late_step_resolves() {
+        let mut run = Run::escalating();
+        run.send(created());
+        run.fire("sla:SLA_BREACHED", 24 * H);
+        run.fire("sla:SLA_BREACHED", 24 * H); // a stale repeat fires nothing
+        run.fire("sla:SLA_BREACHED:1", 48 * H);
+        run.fire("sla:SLA_BREACHED:2", 72 * H);
+        run.send(shipped(80 * H));
+        assert_eq!(
+            run.names(),
+            vec![
+                ("SLA_BREACHED".to_string(), 24 * H),
+                ("SLA_ESCALATED".to_string(), 48 * H),
+                ("SLA_BREACHED".to_string(), 72 * H),
+                ("ALL_PARCELS_SHIPPED".to_string(), 80 * H),
+                (ALERT_RESOLVED.to_string(), 80 * H),
+            ]
+        );
+        assert_eq!(run.details(0)["severity"], "warning");
+        assert_eq!(
+            run.details(1),
+            serde_json::json!({"process": "order", "step": "shipped", "alert": "SLA_BREACHED",
+                "level": 1, "after": "2d", "severity": "critical"})
+        );
+        assert!(run.details(2).get("severity").is_none());
+        assert_eq!(
+            run.details(4),
+            serde_json::json!({"process": "order", "step": "shipped", "alert": "SLA_BREACHED",
+                "reason": "reached", "level": 2, "late_by": "2d8h"})
+        );
+        assert!(run.timers.is_empty());
+    }
+
+    #[test]
+    fn a_step_reached_between_levels_resolves_and_stops_the_escalation() {
+        let mut run = Run::escalating();
+        run.send(created());
+        run.fire("sla:SLA_BREACHED", 24 * H);
+        run.send(shipped(30 * H));
+        assert_eq!(
+            run.names(),
+            vec![
+                ("SLA_BREACHED".to_string(), 24 * H),
+                ("ALL_PARCELS_SHIPPED".to_string(), 30 * H),
+                (ALERT_RESOLVED.to_string(), 30 * H),
+            ]
+        );
+        assert_eq!(run.details(2)["level"], 0);
+        assert_eq!(run.details(2)["severity"], "warning");
+        assert!(
+            run.timers.is_empty(),
+            "the pending levels' timers are cancelled"
+        );
+        // A timer already due when the step was reached (same watermark) is stale.
+        run.fire("sla:SLA_BREACHED:1", 48 * H);
+        assert_eq!(run.outputs.len(), 3);
+    }
+
+    #[test]
+    fn a_late_step_seen_before_the_timers_fires_the_levels_it_passed_then_resolves() {
+        let mut run = Run::escalating();
+        run.send(created());
+        run.send(shipped(50 * H));
+        assert_eq!(
+            run.names(),
+            vec![
+                ("ALL_PARCELS_SHIPPED".to_string(), 50 * H),
+                ("SLA_BREACHED".to_string(), 24 * H),
+                ("SLA_ESCALATED".to_string(), 48 * H),
+                (ALERT_RESOLVED.to_string(), 50 * H),
+            ]
+        );
+        assert_eq!(run.details(3)["level"], 1);
+        assert_eq!(run.details(3)["late_by"], "1d2h");
+        assert!(run.timers.is_empty());
+        for (timer, at) in [("sla:SLA_BREACHED", 24 * H), ("sla:SLA_BREACHED:2", 72 * H)] {
+            run.fire(timer, at);
+        }
+        assert_eq!(
+            run.outputs.len(),
+            4,
+            "nothing fires twice, nothing after resolution"
+        );
+    }
+
+    #[test]
+    fn a_step_reached_on_time_fires_and_resolves_nothing() {
+        let mut run = Run::escalating();
+        run.send(created());
+        run.send(shipped(24 * H));
+        assert_eq!(
+            run.names(),
+            vec![("ALL_PARCELS_SHIPPED".to_string(), 24 * H)]
+        );
+        assert!(run.timers.is_empty());
+    }
+
+    #[test]
+    fn a_timer_fires_the_levels_below_it_that_have_not_fired() {
+        let mut run = Run::escalating();
+        run.send(created());
+        run.fire("sla:SLA_BREACHED:1", 48 * H);
+        assert_eq!(
+            run.names(),
+            vec![
+                ("SLA_BREACHED".to_string(), 24 * H),
+                ("SLA_ESCALATED".to_string(), 48 * H),
+            ]
+        );
+    }
+
+    #[test]
+    fn cancel_between_levels_resolves_as_cancelled_and_drops_later_levels() {
+        let mut run = Run::escalating();
+        run.send(created());
+        run.fire("sla:SLA_BREACHED", 24 * H);
+        run.send(event("ORDER_CANCELLED", 36 * H, serde_json::json!({})));
+        assert_eq!(
+            run.names(),
+            vec![
+                ("SLA_BREACHED".to_string(), 24 * H),
+                (ALERT_RESOLVED.to_string(), 36 * H),
+            ]
+        );
+        assert_eq!(run.details(1)["reason"], "cancelled");
+        assert!(run.details(1).get("late_by").is_none());
+        assert!(run.state.ended);
+    }
+
+    #[test]
+    fn cancel_after_levels_not_yet_fired_fires_them_first() {
+        let mut run = Run::escalating();
+        run.send(created());
+        run.send(event("ORDER_CANCELLED", 60 * H, serde_json::json!({})));
+        assert_eq!(
+            run.names(),
+            vec![
+                ("SLA_BREACHED".to_string(), 24 * H),
+                ("SLA_ESCALATED".to_string(), 48 * H),
+                (ALERT_RESOLVED.to_string(), 60 * H),
+            ]
+        );
+    }
+
+    #[test]
+    fn cancel_before_any_deadline_raises_and_resolves_nothing() {
+        let mut run = Run::escalating();
+        run.send(created());
+        run.send(event("ORDER_CANCELLED", 10 * H, serde_json::json!({})));
+        assert!(run.outputs.is_empty());
+    }
+
+    #[test]
+    fn expiry_resolves_an_open_alert_as_expired() {
+        let ProcessTemplate {
+            process, mut spec, ..
+        } = escalating();
+        spec.expire_after = Some(30 * H);
+        let mut run = Run {
+            t: ProcessTemplate::new(&process, spec),
+            ..Run::new()
+        };
+        run.send(created());
+        run.fire("sla:SLA_BREACHED", 24 * H);
+        run.fire("expire", 30 * H);
+        assert_eq!(run.names()[1], (ALERT_RESOLVED.to_string(), 30 * H));
+        assert_eq!(run.details(1)["reason"], "expired");
+    }
+
+    #[test]
+    fn escalation_levels_count_from_the_from_step() {
+        let ProcessTemplate {
+            process, mut spec, ..
+        } = escalating();
+        spec.steps.insert(
+            0,
+            StepSpec {
+                name: "paid".into(),
+                on: "PAYMENT_AUTHORIZED".into(),
+                expect: None,
+                distinct: None,
+                emit: None,
+            },
+        );
+        spec.slas[0].from = Some("paid".into());
+        let mut run = Run {
+            t: ProcessTemplate::new(&process, spec),
+            ..Run::new()
+        };
+        run.send(created());
+        assert!(run.timers.is_empty());
+        run.send(event("PAYMENT_AUTHORIZED", 10 * H, serde_json::json!({})));
+        assert_eq!(
+            run.timers,
+            vec![
+                ("sla:SLA_BREACHED".to_string(), 34 * H),
+                ("sla:SLA_BREACHED:1".to_string(), 58 * H),
+                ("sla:SLA_BREACHED:2".to_string(), 82 * H),
+            ]
+        );
+    }
+
+    #[test]
+    fn alert_state_survives_the_codec() {
+        let mut run = Run::escalating();
+        run.send(created());
+        run.fire("sla:SLA_BREACHED:1", 48 * H);
+        let bytes = vigil_storage::codec::encode(&run.state);
+        let back: ProcessState = vigil_storage::codec::decode(&bytes).unwrap();
+        assert_eq!(back.slas[0].escalated, 1);
+        assert!(back.slas[0].fired && !back.slas[0].resolved);
     }
 }

@@ -1,0 +1,360 @@
+//! Expressions: the [Common Expression Language](https://cel.dev) (CEL), through the `cel`
+//! crate. Vigil does not have a language of its own: conditions in the topology (a pattern
+//! step's `where`, for instance) are CEL, compiled once when the topology is compiled and
+//! evaluated per event. See `docs/expressions.md` for the language and the variables each
+//! place provides.
+//!
+//! ```
+//! use vigil_actors::expr::{Expr, Vars};
+//!
+//! let expr = Expr::compile("event.amount > 100.0 && event.customer_id == first.customer_id").unwrap();
+//! assert_eq!(expr.variables(), ["event", "first"]);
+//!
+//! let mut vars = Vars::new();
+//! vars.bind_json("event", &serde_json::json!({ "amount": 150, "customer_id": "C-1" }));
+//! vars.bind_json("first", &serde_json::json!({ "customer_id": "C-1" }));
+//! assert_eq!(expr.eval_bool(&vars), Ok(true));
+//!
+//! let error = Expr::compile("event.amount >").unwrap_err();
+//! assert_eq!(error.offset, Some(14));
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, LazyLock};
+
+use cel::common::ast::{EntryExpr, Expr as Node, IdedExpr};
+use cel::objects::Key;
+use cel::{Context, Env, Program, Value as CelValue};
+use serde_json::Value;
+
+/// The standard CEL environment (functions and macros), built once.
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+
+/// A compiled CEL expression.
+pub struct Expr {
+    source: String,
+    program: Program,
+    /// The free variables it refers to, in name order (not those bound by macros such as
+    /// `list.all(x, ...)`).
+    variables: Vec<String>,
+}
+
+impl std::fmt::Debug for Expr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Expr").field(&self.source).finish()
+    }
+}
+
+/// Why an expression does not compile or could not be evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ExprError {
+    pub message: String,
+    /// Byte offset in the expression's source where the problem is, when known.
+    pub offset: Option<usize>,
+}
+
+impl Expr {
+    /// Parses and checks `source`. Syntax errors carry the offset of the first one.
+    pub fn compile(source: &str) -> Result<Expr, ExprError> {
+        let program = match ENV.compile(source) {
+            Ok(program) => program,
+            Err(errors) => {
+                let first = errors.errors.first();
+                let message = first.map_or_else(
+                    || "invalid expression".to_owned(),
+                    |e| match e.msg.strip_prefix("Syntax error: ") {
+                        Some(rest) => format!("syntax error: {rest}"),
+                        None => format!("syntax error: {}", e.msg),
+                    },
+                );
+                let offset = first.and_then(|e| offset_of(source, e.pos.0, e.pos.1));
+                return Err(ExprError { message, offset });
+            }
+        };
+        let mut variables = BTreeSet::new();
+        free_variables(program.expression(), &mut Vec::new(), &mut variables);
+        Ok(Expr {
+            source: source.to_owned(),
+            variables: variables.into_iter().collect(),
+            program,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The variables the expression refers to, in name order.
+    pub fn variables(&self) -> &[String] {
+        &self.variables
+    }
+
+    /// Whether the expression refers to the variable `name`.
+    pub fn uses(&self, name: &str) -> bool {
+        self.variables.iter().any(|v| v == name)
+    }
+
+    /// Evaluates the expression with `vars`.
+    pub fn eval(&self, vars: &Vars) -> Result<Value, ExprError> {
+        Ok(to_json(&self.eval_cel(vars)?))
+    }
+
+    /// Evaluates a condition: it must produce a boolean.
+    pub fn eval_bool(&self, vars: &Vars) -> Result<bool, ExprError> {
+        match self.eval_cel(vars)? {
+            CelValue::Bool(b) => Ok(b),
+            other => Err(ExprError {
+                message: format!(
+                    "`{}` must be a condition (true or false), but it gave {}",
+                    self.source,
+                    to_json(&other)
+                ),
+                offset: None,
+            }),
+        }
+    }
+
+    fn eval_cel(&self, vars: &Vars) -> Result<CelValue, ExprError> {
+        let mut context = Context::with_env(ENV.clone());
+        for (name, value) in &vars.bindings {
+            context.add_variable_from_value(name.as_str(), value.clone());
+        }
+        self.program.execute(&context).map_err(|e| ExprError {
+            message: e.to_string(),
+            offset: None,
+        })
+    }
+}
+
+/// The variables an expression is evaluated with.
+#[derive(Default, Clone)]
+pub struct Vars {
+    bindings: Vec<(String, CelValue)>,
+}
+
+impl Vars {
+    pub fn new() -> Vars {
+        Vars::default()
+    }
+
+    /// Binds `name` to a JSON value (replacing an earlier binding of the same name).
+    pub fn bind_json(&mut self, name: &str, value: &Value) {
+        self.bind(name, to_cel(value));
+    }
+
+    fn bind(&mut self, name: &str, value: CelValue) {
+        match self.bindings.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.bindings.push((name.to_owned(), value)),
+        }
+    }
+}
+
+/// JSON → CEL: objects become maps with string keys, integers `int` (or `uint` beyond `i64`),
+/// other numbers `double`.
+pub fn to_cel(value: &Value) -> CelValue {
+    match value {
+        Value::Null => CelValue::Null,
+        Value::Bool(b) => CelValue::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => CelValue::Int(i),
+            (None, Some(u)) => CelValue::UInt(u),
+            _ => CelValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => CelValue::String(Arc::new(s.clone())),
+        Value::Array(items) => CelValue::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(map) => {
+            let map: HashMap<Key, CelValue> = map
+                .iter()
+                .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
+                .collect();
+            CelValue::from(map)
+        }
+    }
+}
+
+/// CEL → JSON. Bytes become base64-free arrays of numbers, durations and timestamps strings;
+/// values with no JSON form (functions, opaque values) become `null`.
+pub fn to_json(value: &CelValue) -> Value {
+    match value {
+        CelValue::Null => Value::Null,
+        CelValue::Bool(b) => Value::Bool(*b),
+        CelValue::Int(i) => Value::from(*i),
+        CelValue::UInt(u) => Value::from(*u),
+        CelValue::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        CelValue::String(s) => Value::String(s.to_string()),
+        CelValue::Bytes(b) => Value::Array(b.iter().map(|&x| Value::from(x)).collect()),
+        CelValue::List(items) => Value::Array(items.iter().map(to_json).collect()),
+        CelValue::Map(map) => Value::Object(
+            map.map
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Key::String(s) => s.to_string(),
+                        Key::Int(i) => i.to_string(),
+                        Key::Uint(u) => u.to_string(),
+                        Key::Bool(b) => b.to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        CelValue::Duration(d) => Value::String(format!("{}ms", d.num_milliseconds())),
+        CelValue::Timestamp(t) => Value::String(t.to_rfc3339()),
+        _ => Value::Null,
+    }
+}
+
+/// Collects the identifiers of `expr` not bound by an enclosing comprehension (the macros
+/// `all`, `exists`, `map`, `filter` bind their iteration variable).
+fn free_variables(expr: &IdedExpr, bound: &mut Vec<String>, out: &mut BTreeSet<String>) {
+    match &expr.expr {
+        Node::Unspecified | Node::Literal(_) => {}
+        Node::Ident(name) => {
+            if !name.starts_with('@') && !bound.contains(name) {
+                out.insert(name.clone());
+            }
+        }
+        Node::Select(select) => free_variables(&select.operand, bound, out),
+        Node::Call(call) => {
+            if let Some(target) = &call.target {
+                free_variables(target, bound, out);
+            }
+            for arg in &call.args {
+                free_variables(arg, bound, out);
+            }
+        }
+        Node::List(list) => {
+            for item in &list.elements {
+                free_variables(item, bound, out);
+            }
+        }
+        Node::Map(map) => entries(map.entries.iter().map(|e| &e.expr), bound, out),
+        Node::Struct(s) => entries(s.entries.iter().map(|e| &e.expr), bound, out),
+        Node::Comprehension(c) => {
+            free_variables(&c.iter_range, bound, out);
+            free_variables(&c.accu_init, bound, out);
+            let before = bound.len();
+            bound.push(c.iter_var.clone());
+            bound.extend(c.iter_var2.clone());
+            bound.push(c.accu_var.clone());
+            free_variables(&c.loop_cond, bound, out);
+            free_variables(&c.loop_step, bound, out);
+            free_variables(&c.result, bound, out);
+            bound.truncate(before);
+        }
+    }
+}
+
+fn entries<'e>(
+    entries: impl Iterator<Item = &'e EntryExpr>,
+    bound: &mut Vec<String>,
+    out: &mut BTreeSet<String>,
+) {
+    for entry in entries {
+        match entry {
+            EntryExpr::StructField(field) => free_variables(&field.value, bound, out),
+            EntryExpr::MapEntry(e) => {
+                free_variables(&e.key, bound, out);
+                free_variables(&e.value, bound, out);
+            }
+        }
+    }
+}
+
+/// The byte offset of a 1-based line and 0-based (character) column, clamped to the source.
+fn offset_of(source: &str, line: isize, column: isize) -> Option<usize> {
+    let line = usize::try_from(line).ok()?.max(1);
+    let column = usize::try_from(column).ok()?;
+    let mut offset = 0;
+    for (i, text) in source.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            let within = text
+                .char_indices()
+                .nth(column)
+                .map_or(text.len(), |(b, _)| b);
+            return Some((offset + within).min(source.len()));
+        }
+        offset += text.len();
+    }
+    Some(source.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn eval(source: &str, event: Value) -> Result<Value, ExprError> {
+        let mut vars = Vars::new();
+        vars.bind_json("event", &event);
+        Expr::compile(source).unwrap().eval(&vars)
+    }
+
+    #[test]
+    fn conditions_on_event_fields() {
+        let event = json!({"amount": 150, "price": 9.5, "country": "DE", "tags": ["a", "b"],
+                           "customer": {"id": "C-1"}, "parcels": 2});
+        assert_eq!(eval("event.amount > 100", event.clone()), Ok(json!(true)));
+        assert_eq!(eval("event.price * 2.0", event.clone()), Ok(json!(19.0)));
+        assert_eq!(
+            eval("event.country in ['DE', 'AT']", event.clone()),
+            Ok(json!(true))
+        );
+        assert_eq!(eval("size(event.tags)", event.clone()), Ok(json!(2)));
+        assert_eq!(eval("event.customer.id", event.clone()), Ok(json!("C-1")));
+        assert_eq!(
+            eval("has(event.coupon) ? event.coupon : 'none'", event.clone()),
+            Ok(json!("none"))
+        );
+        assert_eq!(
+            eval("event.tags.exists(t, t == 'b')", event.clone()),
+            Ok(json!(true))
+        );
+        assert!(eval("event.missing == 1", event).is_err());
+    }
+
+    #[test]
+    fn mixed_int_and_double_comparisons() {
+        assert_eq!(
+            eval("event.amount > 100.0", json!({"amount": 150})),
+            Ok(json!(true))
+        );
+        assert_eq!(
+            eval("event.amount >= 100", json!({"amount": 99.5})),
+            Ok(json!(false))
+        );
+    }
+
+    #[test]
+    fn free_variables_exclude_macro_bindings() {
+        let expr =
+            Expr::compile("failed.all(f, f.method != event.method) && x.exists(y, y > first.n)")
+                .unwrap();
+        assert_eq!(expr.variables(), ["event", "failed", "first", "x"]);
+        assert!(expr.uses("first") && !expr.uses("f"));
+    }
+
+    #[test]
+    fn syntax_errors_point_into_the_source() {
+        let error = Expr::compile("event.a == ").unwrap_err();
+        assert!(error.message.starts_with("syntax error"), "{error:?}");
+        assert_eq!(error.offset, Some(11));
+        let error = Expr::compile("event.a = 1").unwrap_err();
+        assert!(error.offset.is_some());
+    }
+
+    #[test]
+    fn non_boolean_conditions_are_errors() {
+        let mut vars = Vars::new();
+        vars.bind_json("event", &json!({"a": 1}));
+        assert!(Expr::compile("event.a").unwrap().eval_bool(&vars).is_err());
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let value = json!({"a": [1, 2.5, "x", null, true], "b": {"c": -3}});
+        assert_eq!(to_json(&to_cel(&value)), value);
+    }
+}
