@@ -144,3 +144,44 @@ fn tombstones_stay_until_the_watermark_passes_their_retention() {
         vec!["ORD-CANCELLED".to_string(), "ORD-OPEN".to_string()]
     );
 }
+
+#[test]
+fn a_new_event_for_an_ended_instance_starts_its_next_incarnation() {
+    let work = Workdir::new();
+    std::fs::create_dir_all(work.data()).unwrap();
+    let lines = [
+        created("b1", "ORD-AGAIN", "2026-11-02T10:00:00Z"),
+        line(
+            "ORDER_CANCELLED",
+            "b2",
+            "ORD-AGAIN",
+            "2026-11-02T10:30:00Z",
+            "",
+        ),
+        // A duplicate of the cancellation: ignored.
+        line(
+            "ORDER_CANCELLED",
+            "b2",
+            "ORD-AGAIN",
+            "2026-11-02T10:30:00Z",
+            "",
+        ),
+        // The order number is used again: a new incarnation with its own SLA.
+        created("b3", "ORD-AGAIN", "2026-11-02T11:00:00Z"),
+        created("c1", "ORD-LATER", "2026-11-03T12:00:00Z"),
+    ];
+    std::fs::write(
+        work.data().join("events-0000.jsonl"),
+        lines.join("\n") + "\n",
+    )
+    .unwrap();
+    let summary = job::run(work.compile(EXAMPLE), RunOptions::default()).unwrap();
+    assert_eq!(summary.counts.duplicates, 1);
+    assert_eq!(summary.counts.instances_started, 3, "{:?}", summary.counts);
+    let alerts = std::fs::read_to_string(work.out().join("alerts.jsonl")).unwrap();
+    assert_eq!(alerts.lines().count(), 1, "{alerts}");
+    assert!(
+        alerts.contains("ORD-AGAIN") && alerts.contains("2026-11-03T11:00:00.000Z"),
+        "{alerts}"
+    );
+}

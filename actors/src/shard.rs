@@ -499,15 +499,41 @@ impl Shard {
             instance.meta.seen.push(hash);
             instance.dirty = true;
         }
-        let ended = instance.state.is_none();
-        // An ended instance ignores late events; they still count as processed.
-        let handled = ended || self.run_handler(&id, Trigger::Event(event))?;
+        if instance.state.is_none() {
+            self.revive(&id)?;
+        }
+        let handled = self.run_handler(&id, Trigger::Event(event))?;
         if primary {
             if handled {
                 self.counts.processed += 1;
             } else {
                 self.counts.dead_lettered += 1;
             }
+        }
+        Ok(())
+    }
+
+    /// A new (not duplicate) event for an ended instance starts the key's next incarnation:
+    /// a customer places another order, a cart fills again. The tombstone's event ids stay, so
+    /// duplicates of the earlier incarnation's events are still ignored.
+    fn revive(&mut self, id: &InstanceId) -> Result<(), ShardError> {
+        let template = &self.job.templates[id.template as usize];
+        let instance = self.cache.get_mut(id).expect("activated");
+        instance.state = Some(template.new_state());
+        instance.meta.ended_at = None;
+        let purge: Vec<(String, Millis)> = instance
+            .meta
+            .timers
+            .iter()
+            .filter(|(n, _)| n == PURGE_TIMER)
+            .cloned()
+            .collect();
+        instance.meta.timers.retain(|(n, _)| n != PURGE_TIMER);
+        instance.dirty = true;
+        self.counts.instances_started += 1;
+        for (name, time) in purge {
+            self.txn()
+                .remove_timer(&TimerKey::new(time, id.template, id.key.as_str(), name))?;
         }
         Ok(())
     }
