@@ -62,3 +62,6 @@ golden!(fraud => "fraud");
 golden!(customer_contact => "customer-contact");
 golden!(order_patterns => "order-patterns");
 golden!(alert_escalation => "alert-escalation");
+golden!(enrichment => "enrichment");
+golden!(order_union => "order-union");
+golden!(order_payment_join => "order-payment-join");

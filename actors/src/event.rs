@@ -46,6 +46,8 @@ pub enum Reason {
     WrongFieldType,
     /// A template's handler failed (error or panic) on every retry.
     HandlerFailed,
+    /// A `derive` rule of the event type could not be evaluated on the event.
+    EnrichmentFailed,
 }
 
 impl Reason {
@@ -60,6 +62,7 @@ impl Reason {
             Reason::MissingField => "MISSING_FIELD",
             Reason::WrongFieldType => "WRONG_FIELD_TYPE",
             Reason::HandlerFailed => "HANDLER_FAILED",
+            Reason::EnrichmentFailed => "ENRICHMENT_FAILED",
         }
     }
 }
@@ -338,6 +341,7 @@ mod tests {
                 ty: FieldType::Integer,
                 required: true,
             }],
+            derive: Vec::new(),
         }])
     }
 

@@ -143,7 +143,8 @@ impl Vars {
         self.bind(name, to_cel(value));
     }
 
-    fn bind(&mut self, name: &str, value: CelValue) {
+    /// Binds `name` to a CEL value (cheap for maps and lists: they are shared, not copied).
+    pub fn bind(&mut self, name: &str, value: CelValue) {
         match self.bindings.iter_mut().find(|(n, _)| n == name) {
             Some(slot) => slot.1 = value,
             None => self.bindings.push((name.to_owned(), value)),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tracing::{info, warn};
 
+use crate::enrich::Enricher;
 use crate::event::{DeadLetter, Decoder, Event};
 use crate::gate::Gate;
 use crate::hash::shard_of;
@@ -42,6 +43,8 @@ pub enum RunError {
     Runtime(String),
     #[error(transparent)]
     Template(#[from] RegistryError),
+    #[error("enrichment: {0}")]
+    Enrichment(String),
 }
 
 /// How to run, beyond the topology.
@@ -341,6 +344,7 @@ fn read_input(
     }
 
     let decoder = Decoder::new(&spec.event_types);
+    let enricher = Enricher::new(spec).map_err(RunError::Enrichment)?;
     let bound = spec.max_out_of_orderness;
     let mut watermark = MIN_TIME;
     let source_watermark = |max: Option<Millis>| max.map_or(MIN_TIME, |m| m.saturating_sub(bound));
@@ -410,7 +414,7 @@ fn read_input(
             position.seq += 1;
             lines_read += 1;
             let before = watermark;
-            match decoder.decode(&line, type_field, seq) {
+            match enricher.decode(&decoder, &line, type_field, seq) {
                 Ok(event) => {
                     if position.max_event_time.is_none_or(|m| event.time > m) {
                         position.max_event_time = Some(event.time);

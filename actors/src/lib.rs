@@ -12,6 +12,7 @@
 //! println!("{} lines, {} records", summary.counts.read, summary.counts.records);
 //! ```
 
+pub mod enrich;
 pub mod event;
 pub mod expr;
 pub mod gate;

@@ -115,6 +115,8 @@ impl Registry {
         let mut registry = Registry::empty();
         builtin!(registry, "process", Process => templates::process::ProcessTemplate);
         builtin!(registry, "window", Window => templates::window::WindowTemplate);
+        builtin!(registry, "union", Union => templates::union::UnionTemplate);
+        builtin!(registry, "join", Join => templates::join::JoinTemplate);
         registry.register_builtin("pattern", |p| templates::pattern::build(p, "pattern"));
         registry.register_builtin("fraud", |p| templates::pattern::build(p, "fraud"));
         registry.register_builtin("customer_contact", |p| {

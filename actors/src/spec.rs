@@ -32,6 +32,8 @@ pub struct JobSpec {
     pub max_retries: u32,
     pub sources: Vec<SourceSpec>,
     pub event_types: Vec<EventTypeSpec>,
+    /// Reference tables (`[reference.NAME]`) the event types' `derive` rules look up.
+    pub reference: Vec<ReferenceSpec>,
     pub processes: Vec<ProcessSpec>,
     pub sinks: Vec<SinkSpec>,
     /// Where dead-lettered input and failed events go.
@@ -66,6 +68,25 @@ pub struct EventTypeSpec {
     /// Field holding a unique event id, used to ignore duplicates.
     pub id: Option<FieldPath>,
     pub fields: Vec<FieldSpec>,
+    /// Fields derived after decoding (CEL), in order; see [`crate::enrich`].
+    pub derive: Vec<DerivedField>,
+}
+
+/// A field written into the payload after decoding: `name = "<CEL expression>"`.
+#[derive(Debug, Clone)]
+pub struct DerivedField {
+    /// A top-level field name of the payload.
+    pub name: String,
+    pub expression: String,
+}
+
+/// A reference table loaded once at start from a CSV file (header row) or a JSON array of
+/// objects, looked up by the string value of its `key` column.
+#[derive(Debug, Clone)]
+pub struct ReferenceSpec {
+    pub name: String,
+    pub path: PathBuf,
+    pub key: String,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +188,50 @@ pub enum TemplateSpec {
     /// CEP patterns (`template = "pattern"`, and the ready-made `fraud` and
     /// `customer_contact`, which are sets of patterns).
     Pattern(PatternTemplateSpec),
+    /// Several event types into one stream of records (`template = "union"`).
+    Union(UnionTemplateSpec),
+    /// Two event types correlated by key within a time bound (`template = "join"`).
+    Join(JoinTemplateSpec),
+}
+
+/// The `union` template: one `event` record named `name` per input event of any of `events`,
+/// keyed by the event's key (its correlation key, or the field `key`), at the event's time,
+/// with the event type as `type` and the projected `fields` as details.
+#[derive(Debug, Clone)]
+pub struct UnionTemplateSpec {
+    pub name: String,
+    pub events: Vec<String>,
+    pub key: Option<FieldPath>,
+    pub fields: Vec<FieldPath>,
+}
+
+/// The `join` template: see `actors/src/templates/join.rs` for the semantics.
+#[derive(Debug, Clone)]
+pub struct JoinTemplateSpec {
+    /// The `name` of joined records; timeouts are named `timeout`.
+    pub name: String,
+    pub timeout: String,
+    pub left: String,
+    pub right: String,
+    /// Keys both sides; `None`: each event type's correlation key.
+    pub key: Option<FieldPath>,
+    /// A left and a right event join when their event times differ by at most this.
+    pub within: Millis,
+    pub kind: JoinKind,
+    /// Fields of each side copied into the records' `left` / `right` objects.
+    pub left_fields: Vec<FieldPath>,
+    pub right_fields: Vec<FieldPath>,
+}
+
+/// Which unmatched events produce a timeout record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// None.
+    Inner,
+    /// Left events.
+    Left,
+    /// Left and right events.
+    Outer,
 }
 
 /// The `window` template: event-time tumbling or sliding windows per group, with aggregates.

@@ -160,6 +160,13 @@ fn check_field(
 ) {
     let path = FieldPath::parse(name);
     let event_type = &event.name;
+    if event
+        .derive
+        .iter()
+        .any(|d| FieldPath::parse(&d.name) == path)
+    {
+        return; // derived after decoding: present (its type is the rule's)
+    }
     match event.fields.iter().find(|f| f.path == path) {
         Some(field) if integer && field.ty != FieldType::Integer => {
             ctx.error(

@@ -9,12 +9,13 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 use vigil_actors::registry::Registry;
 use vigil_actors::spec::{
-    EventTypeSpec, FieldPath, FieldSpec, FieldType, JobSpec, ProcessSpec, SinkKind, SinkSpec,
-    SourceKind, SourceSpec,
+    EventTypeSpec, FieldPath, FieldSpec, FieldType, JobSpec, ProcessSpec, ReferenceSpec, SinkKind,
+    SinkSpec, SourceKind, SourceSpec,
 };
 
 use crate::check::{Output, Target};
 use crate::custom;
+use crate::enrich;
 use crate::reader::{a, in_file_order, Ctx, Table};
 use crate::suggest;
 use crate::templates;
@@ -70,7 +71,8 @@ pub(crate) fn structure(
     time.finish(ctx);
 
     let sources = sources(&mut root, ctx);
-    let event_types = event_types(&mut root, ctx);
+    let reference = enrich::reference(&mut root, ctx);
+    let event_types = event_types(&mut root, ctx, &reference);
     let (processes, process_names) = processes(&mut root, ctx, registry);
     let sinks = sinks(&mut root, ctx);
 
@@ -106,6 +108,7 @@ pub(crate) fn structure(
             max_retries,
             sources,
             event_types,
+            reference,
             processes,
             sinks,
             dead_letter,
@@ -165,7 +168,11 @@ fn sources(root: &mut Table<'_, '_>, ctx: &mut Ctx<'_>) -> Vec<SourceSpec> {
     sources
 }
 
-fn event_types(root: &mut Table<'_, '_>, ctx: &mut Ctx<'_>) -> Vec<EventTypeSpec> {
+fn event_types(
+    root: &mut Table<'_, '_>,
+    ctx: &mut Ctx<'_>,
+    reference: &[ReferenceSpec],
+) -> Vec<EventTypeSpec> {
     let errors_before = ctx.problems.len();
     let (span, tables) = root.named_tables(ctx, "events");
     if tables.is_empty() && ctx.problems.len() == errors_before {
@@ -182,6 +189,10 @@ fn event_types(root: &mut Table<'_, '_>, ctx: &mut Ctx<'_>) -> Vec<EventTypeSpec
         if let Some(declared) = table.raw_table(ctx, "fields") {
             read_fields(ctx, declared, &[], &mut fields, &mut HashSet::new());
         }
+        let derive = table
+            .raw_table(ctx, "derive")
+            .map(|rules| enrich::derive(ctx, rules, reference))
+            .unwrap_or_default();
         table.finish(ctx);
         event_types.push(EventTypeSpec {
             name: name.into_inner(),
@@ -189,6 +200,7 @@ fn event_types(root: &mut Table<'_, '_>, ctx: &mut Ctx<'_>) -> Vec<EventTypeSpec
             time: time.map_or_else(placeholder, Spanned::into_inner),
             id: id.map(Spanned::into_inner),
             fields,
+            derive,
         });
     }
     event_types

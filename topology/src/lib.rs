@@ -61,12 +61,15 @@ mod check;
 mod compile;
 mod custom;
 mod diagnostics;
+mod enrich;
 mod env;
+mod join;
 mod pattern;
 mod process;
 mod reader;
 mod suggest;
 mod templates;
+mod union;
 mod window;
 
 use std::path::Path;

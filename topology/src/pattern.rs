@@ -221,7 +221,7 @@ fn report(ctx: &mut Ctx<'_>, spec: &PatternSpec, spans: &[StepSpans], table: Spa
 
 /// The place of an expression error: the character at `offset` when the TOML string is a
 /// plain one-line string (its text is the expression itself), else the whole string.
-fn expression_span(text: &Spanned<String>, offset: Option<usize>) -> Span {
+pub(crate) fn expression_span(text: &Spanned<String>, offset: Option<usize>) -> Span {
     let span = text.span();
     match offset {
         Some(offset) if span.len() == text.get_ref().len() + 2 => {

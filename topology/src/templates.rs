@@ -7,9 +7,11 @@
 use toml::Spanned;
 use vigil_actors::spec::TemplateSpec;
 
+use crate::join;
 use crate::pattern;
 use crate::process;
 use crate::reader::{Ctx, Table};
+use crate::union;
 use crate::window;
 
 /// Reads a template's configuration from its process table; `name` is the process name.
@@ -46,6 +48,14 @@ pub(crate) const TEMPLATES: &[Template] = &[
     Template {
         name: "customer_contact",
         read: pattern::read_contact,
+    },
+    Template {
+        name: "union",
+        read: union::read,
+    },
+    Template {
+        name: "join",
+        read: join::read,
     },
 ];
 

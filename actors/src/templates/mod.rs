@@ -4,8 +4,10 @@
 
 pub mod contact;
 pub mod fraud;
+pub mod join;
 pub mod pattern;
 pub mod process;
+pub mod union;
 pub mod window;
 
 use crate::registry::Registry;
