@@ -2,7 +2,6 @@
 //! shard its part in order, and at the end of finite input advance the watermark to the
 //! largest event time seen and checkpoint.
 
-use std::collections::HashMap;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -350,12 +349,6 @@ fn read_input(
     let source_watermark = |max: Option<Millis>| max.map_or(MIN_TIME, |m| m.saturating_sub(bound));
     let mut lines_read = 0u64;
     let mut last_input = Instant::now();
-    let type_names: HashMap<usize, &str> = spec
-        .sources
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (i, s.type_field.as_str()))
-        .collect();
 
     while running.iter().any(Option::is_some) {
         if options
@@ -407,7 +400,7 @@ fn read_input(
             }
         };
         last_input = Instant::now();
-        let type_field = type_names[&index];
+        let type_field = spec.sources[index].type_field.as_str();
         let mut per_shard: Vec<Vec<Item>> = (0..shards).map(|_| Vec::new()).collect();
         for (i, line) in chunk.lines.into_iter().enumerate() {
             let seq = position.seq;

@@ -103,13 +103,7 @@ impl Record {
     /// Renders the record as one JSON line (without the newline), `id` first.
     pub fn to_json_line(&self, id: &RecordId) -> String {
         let mut out = String::with_capacity(160);
-        let _ = write!(
-            out,
-            "{{\"id\":\"{}/{}/{}\"",
-            escape_inner(&id.job),
-            id.shard,
-            id.seq
-        );
+        let _ = write!(out, "{{\"id\":\"{}/{}/{}\"", id.job, id.shard, id.seq);
         out.push_str(",\"kind\":\"");
         out.push_str(self.kind.name());
         out.push_str("\",\"name\":");
@@ -140,16 +134,17 @@ impl Record {
 }
 
 /// The stable identity of an output record: which job, which shard, the shard's sequence.
+/// `job` is the job name already escaped for JSON ([`json_escaped`]), done once per sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordId {
-    pub job: String,
+pub struct RecordId<'a> {
+    pub job: &'a str,
     pub shard: u32,
     pub seq: u64,
 }
 
-impl RecordId {
+impl RecordId<'_> {
     /// Reads the id back from a line written by [`Record::to_json_line`]. Returns
-    /// `(shard, seq)` for a line of job `job`; `None` for anything else.
+    /// `(shard, seq)` for a line of job `job` (JSON-escaped); `None` for anything else.
     pub fn parse_line(line: &str, job: &str) -> Option<(u32, u64)> {
         let rest = line.strip_prefix("{\"id\":\"")?;
         let end = rest.find('"')?;
@@ -158,7 +153,7 @@ impl RecordId {
         let seq = parts.next()?.parse().ok()?;
         let shard = parts.next()?.parse().ok()?;
         let line_job = parts.next()?;
-        (line_job == escape_inner(job)).then_some((shard, seq))
+        (line_job == job).then_some((shard, seq))
     }
 }
 
@@ -167,7 +162,7 @@ fn push_json_str(out: &mut String, text: &str) {
 }
 
 /// A string's JSON escaping without the surrounding quotes.
-fn escape_inner(text: &str) -> String {
+pub fn json_escaped(text: &str) -> String {
     let quoted = Value::from(text).to_string();
     quoted[1..quoted.len() - 1].to_owned()
 }
@@ -181,7 +176,7 @@ mod tests {
         let record =
             Record::new(RecordKind::Alert, "SLA_BREACHED", "ORD-\"1\"", 0).with("process", "order");
         let id = RecordId {
-            job: "shop".into(),
+            job: "shop",
             shard: 3,
             seq: 17,
         };

@@ -355,7 +355,9 @@ impl Shard {
         self.txn.as_mut().expect("shard recovered before use")
     }
 
-    fn status(&self) -> Result<ShardStatus, StorageError> {
+    /// Where the shard is; with `census`, also what its last checkpoint holds (a scan of every
+    /// instance: for summaries at the end, not at start-up).
+    fn status(&self, census: bool) -> Result<ShardStatus, StorageError> {
         let mut status = ShardStatus {
             shard: self.id,
             position: self.position.clone(),
@@ -365,7 +367,7 @@ impl Shard {
             created: self.created,
             ..ShardStatus::default()
         };
-        if let Some(store) = &self.store {
+        if let Some(store) = self.store.as_ref().filter(|_| census) {
             let read = store.read()?;
             for (_, bytes) in read.instances()? {
                 let stored: StoredInstance = codec::decode(&bytes)?;
@@ -375,7 +377,7 @@ impl Shard {
                     status.tombstones += 1;
                 }
             }
-            status.pending_timers = read.timers()?.len() as u64;
+            status.pending_timers = read.timer_count()?;
         }
         Ok(status)
     }
@@ -401,7 +403,10 @@ impl Shard {
                 }
             }
             self.advance_watermark(item.watermark())?;
-            self.counts.read += 1;
+            // A line routed to several instances is read once, by its primary delivery.
+            if !matches!(item, Item::Event { primary: false, .. }) {
+                self.counts.read += 1;
+            }
             match item {
                 Item::Event {
                     event,
@@ -417,9 +422,6 @@ impl Shard {
                     self.counts.dead_lettered += 1;
                     self.emit(None, Record::dead_letter(letter))?;
                 }
-            }
-            if matches!(item, Item::Event { primary: false, .. }) {
-                self.counts.read -= 1;
             }
         }
         self.advance_watermark(batch.watermark)?;
@@ -613,28 +615,26 @@ impl Shard {
         };
         let complete = template.is_complete(&new_state);
         *state = new_state;
-        let old_timers = std::mem::replace(&mut instance.meta.timers, timers);
+        // Only the timers that changed touch redb (usually none).
+        let old_timers = &instance.meta.timers;
+        let removed: Vec<(String, Millis)> = old_timers
+            .iter()
+            .filter(|t| !timers.contains(t))
+            .cloned()
+            .collect();
+        let added: Vec<(String, Millis)> = timers
+            .iter()
+            .filter(|t| !old_timers.contains(t))
+            .cloned()
+            .collect();
+        instance.meta.timers = timers;
         instance.dirty = true;
-        let new_timers = instance.meta.timers.clone();
-        for (name, at) in &old_timers {
-            if !new_timers.contains(&(name.clone(), *at)) {
-                self.txn().remove_timer(&TimerKey::new(
-                    *at,
-                    id.template,
-                    id.key.as_str(),
-                    name.as_str(),
-                ))?;
-            }
+        for (name, at) in removed {
+            self.txn()
+                .remove_timer(&TimerKey::new(at, id.template, id.key.as_str(), name))?;
         }
-        for (name, at) in &new_timers {
-            if !old_timers.contains(&(name.clone(), *at)) {
-                self.set_timer(&TimerKey::new(
-                    *at,
-                    id.template,
-                    id.key.as_str(),
-                    name.as_str(),
-                ))?;
-            }
+        for (name, at) in added {
+            self.set_timer(&TimerKey::new(at, id.template, id.key.as_str(), name))?;
         }
         for record in outputs {
             self.emit(Some(id.template as usize), record)?;
@@ -866,7 +866,7 @@ impl Handler<Recover> for Shard {
 
     fn handle(&mut self, _: Recover, _ctx: &mut Self::Context) -> Self::Result {
         self.recover().map_err(|e| e.to_string())?;
-        self.status().map_err(|e| e.to_string())
+        self.status(false).map_err(|e| e.to_string())
     }
 }
 
@@ -881,7 +881,7 @@ impl Handler<Finish> for Shard {
             shard.advance_watermark(finish.watermark)?;
             shard.changed = true;
             shard.checkpoint()?;
-            Ok(shard.status()?)
+            Ok(shard.status(true)?)
         };
         run(self).map_err(|e| format!("shard {}: {e}", self.id))
     }
@@ -896,6 +896,7 @@ impl Handler<Checkpoint> for Shard {
         }
         self.checkpoint()
             .map_err(|e| format!("shard {}: {e}", self.id))?;
-        self.status().map_err(|e| format!("shard {}: {e}", self.id))
+        self.status(true)
+            .map_err(|e| format!("shard {}: {e}", self.id))
     }
 }

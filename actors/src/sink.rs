@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::record::{Record, RecordId, RecordKind};
+use crate::record::{json_escaped, Record, RecordId, RecordKind};
 use crate::spec::{SinkKind, SinkSpec};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering};
 
@@ -59,6 +59,7 @@ impl FileSink {
             .create(true)
             .append(true)
             .open(path)?;
+        let job = json_escaped(job);
         let mut delivered: HashMap<u32, u64> = HashMap::new();
         let mut complete_len: u64 = 0;
         let mut existing = 0;
@@ -75,7 +76,7 @@ impl FileSink {
                 complete_len += n as u64;
                 if let Some((shard, seq)) = std::str::from_utf8(&line)
                     .ok()
-                    .and_then(|l| RecordId::parse_line(l, job))
+                    .and_then(|l| RecordId::parse_line(l, &job))
                 {
                     let max = delivered.entry(shard).or_insert(seq);
                     *max = (*max).max(seq);
@@ -197,6 +198,7 @@ impl Sink for StdoutSink {
 
 /// Every sink of a job and which records go where.
 pub struct Sinks {
+    /// The job name, JSON-escaped once for every record id.
     job: String,
     sinks: Vec<Box<dyn Sink>>,
     /// For each process: (sink index, kinds accepted; empty = all).
@@ -240,7 +242,7 @@ impl Sinks {
         }
         let dead_letter = open("dead_letter", dead_letter)?;
         Ok(Sinks {
-            job: job.to_owned(),
+            job: json_escaped(job),
             sinks,
             routes,
             dead_letter,
@@ -256,7 +258,7 @@ impl Sinks {
         record: &Record,
     ) -> io::Result<()> {
         let id = RecordId {
-            job: self.job.clone(),
+            job: &self.job,
             shard,
             seq,
         };
@@ -316,7 +318,7 @@ mod tests {
         let path = dir.path().join("alerts.jsonl");
         let line = |shard: u32, seq: u64| {
             Record::new(RecordKind::Alert, "A", "k", 0).to_json_line(&RecordId {
-                job: "j".into(),
+                job: "j",
                 shard,
                 seq,
             })

@@ -170,6 +170,10 @@ impl ShardReader {
         Ok(self.txn.open_table(INSTANCES)?.len()?)
     }
 
+    pub fn timer_count(&self) -> Result<u64, StorageError> {
+        Ok(self.txn.open_table(TIMERS)?.len()?)
+    }
+
     pub fn timers(&self) -> Result<Vec<TimerKey>, StorageError> {
         let table = self.txn.open_table(TIMERS)?;
         let mut out = Vec::new();

@@ -37,10 +37,7 @@ pub(crate) fn read(
     ctx: &mut Ctx<'_>,
 ) -> Option<TemplateSpec> {
     let process = name.get_ref().as_str();
-    let output = table.optional_str(ctx, "name").map_or_else(
-        || process.to_uppercase().replace('-', "_"),
-        Spanned::into_inner,
-    );
+    let output = table.output_name(ctx, process);
     let key = table.optional_path(ctx, "key");
     let within = table.required_positive_duration(ctx, "within");
     let skip = match choice(table, ctx, "skip", "skip strategy", SKIP).as_deref() {

@@ -376,6 +376,15 @@ impl<'a, 'i> Table<'a, 'i> {
         ctx.string(value, key)
     }
 
+    /// The `name` a template gives its records: as written, or the process name in upper case
+    /// with `-` as `_`.
+    pub fn output_name(&mut self, ctx: &mut Ctx<'_>, process: &str) -> String {
+        self.optional_str(ctx, "name").map_or_else(
+            || process.to_uppercase().replace('-', "_"),
+            Spanned::into_inner,
+        )
+    }
+
     pub fn required_str(
         &mut self,
         ctx: &mut Ctx<'_>,

@@ -17,10 +17,7 @@ pub(crate) fn read(
     table: &mut Table<'_, '_>,
     ctx: &mut Ctx<'_>,
 ) -> Option<TemplateSpec> {
-    let output = table.optional_str(ctx, "name").map_or_else(
-        || name.get_ref().to_uppercase().replace('-', "_"),
-        Spanned::into_inner,
-    );
+    let output = table.output_name(ctx, name.get_ref());
     let events = table
         .required_strings(
             ctx,

@@ -36,10 +36,7 @@ pub(crate) fn read(
     ctx: &mut Ctx<'_>,
 ) -> Option<TemplateSpec> {
     let process = name.get_ref().as_str();
-    let output = table.optional_str(ctx, "name").map_or_else(
-        || process.to_uppercase().replace('-', "_"),
-        Spanned::into_inner,
-    );
+    let output = table.output_name(ctx, process);
     let events = table
         .required_strings(
             ctx,
