@@ -3,14 +3,18 @@ CARGO ?= cargo
 # loom recompiles every dependency with `--cfg vigil_loom`: keep that in its own target directory.
 LOOM_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)/loom
 
-.PHONY: demo test fmt lint unit loom bench
+.PHONY: demo test fmt lint unit loom bench kafka-broker
 
 ## Generate a realistic day of shop traffic, monitor it with the example, check the result.
 demo:
 	$(CARGO) run --release -- demo
 
-## Everything CI checks.
-test: fmt lint unit loom
+## Everything CI checks. Starts the Kafka-protocol broker the Kafka tests use if none answers
+## (`scripts/kafka-broker stop` stops it).
+test: fmt lint kafka-broker unit loom
+
+kafka-broker:
+	scripts/kafka-broker start
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -25,5 +29,7 @@ loom:
 	RUSTFLAGS="--cfg vigil_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=$(LOOM_TARGET_DIR) \
 		$(CARGO) test -p vigil-actors --release --lib loom_
 
+## The end-to-end benchmark (docs/performance.md); the criterion micro-benchmarks are
+## `cargo bench -p vigil-benches`.
 bench:
-	$(CARGO) bench -p vigil-benches
+	$(CARGO) run --release -- bench

@@ -1,5 +1,6 @@
 //! `vigil`: run, validate and try out business process monitoring topologies.
 
+mod bench;
 mod telemetry;
 mod verify;
 
@@ -16,7 +17,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use vigil_actors::job::{self, RunOptions, RunSummary};
 use vigil_actors::shop::{self, ShopConfig};
-use vigil_actors::spec::JobSpec;
+use vigil_actors::spec::{JobSpec, SourceKind};
 use vigil_actors::time::format_rfc3339;
 
 /// mimalloc: many small allocations made on the reader thread are freed on shard threads;
@@ -24,8 +25,9 @@ use vigil_actors::time::format_rfc3339;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The example topology, built in so `vigil demo` works from anywhere.
-const ORDER_FULFILMENT: &str = include_str!("../examples/order-fulfilment/topology.toml");
+/// The demo's topology (order fulfilment, fraud, customer contact and order velocity on the
+/// generated day), built in so `vigil demo` works from anywhere.
+const SHOP_DAY: &str = include_str!("../examples/shop-day/topology.toml");
 
 #[derive(Parser)]
 #[command(
@@ -52,7 +54,8 @@ enum Command {
         #[arg(required = true)]
         topologies: Vec<PathBuf>,
     },
-    /// Write a synthetic day of an online fashion shop, and the ground truth of the example.
+    /// Write a synthetic day of an online fashion shop, and the ground truths of the
+    /// order-fulfilment and shop-day examples.
     Generate {
         #[arg(long, default_value_t = 7)]
         seed: u64,
@@ -68,8 +71,9 @@ enum Command {
         #[arg(long, default_value = "out")]
         out: PathBuf,
     },
-    /// Generate a day of shop traffic, monitor it with the order-fulfilment example, show what
-    /// was found and check it against the ground truth.
+    /// Generate a day of shop traffic, monitor it with the shop-day example (order fulfilment,
+    /// fraud, customer contact, order velocity), show what was found and check it against the
+    /// ground truth.
     Demo {
         #[arg(long, default_value_t = 7)]
         seed: u64,
@@ -79,6 +83,42 @@ enum Command {
         #[arg(long, default_value = "demo")]
         dir: PathBuf,
     },
+    /// Produce newline-delimited JSON files (e.g. `vigil generate`'s) to a Kafka topic, one
+    /// record per line, keyed by the first of KEY_FIELDS each line has.
+    Produce {
+        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        /// Partitions of the topic if it has to be created.
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "order_number,customer_id"
+        )]
+        key_fields: Vec<String>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print every record of a Kafka topic, to its current end, one per line.
+    Consume {
+        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+    },
+    /// Ask the running nodes of a Kafka job for a snapshot of every shard, and wait for them.
+    Snapshot {
+        topology: PathBuf,
+        /// How long to wait for every shard's snapshot.
+        #[arg(long, default_value = "60")]
+        timeout_secs: u64,
+    },
+    /// End-to-end benchmark: ceiling, throughput, checkpoint cost, RSS, key scaling, restart
+    /// (docs/performance.md).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +132,28 @@ fn main() -> ExitCode {
         }
         Command::Verify { expected, out } => verify_command(&expected, &out),
         Command::Demo { seed, orders, dir } => demo(seed, orders, &dir),
+        Command::Bench(args) => bench::run(args),
+        Command::Produce {
+            brokers,
+            topic,
+            partitions,
+            key_fields,
+            files,
+        } => produce(&brokers, &topic, partitions, &key_fields, &files),
+        Command::Consume { brokers, topic } => {
+            let kafka = vigil_kafka::tools::cluster(&brokers);
+            let lines = vigil_kafka::tools::read_topic(&kafka, &topic, Duration::from_secs(1));
+            lines.map_err(anyhow::Error::from).map(|lines| {
+                for line in lines {
+                    println!("{line}");
+                }
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Snapshot {
+            topology,
+            timeout_secs,
+        } => snapshot(&topology, Duration::from_secs(timeout_secs)),
     };
     match result {
         Ok(code) => code,
@@ -149,14 +211,68 @@ fn run_spec(spec: JobSpec, quiet: bool) -> Result<RunSummary> {
         lines_read: Some(lines),
         ..RunOptions::default()
     };
-    let result = job::run(spec, options);
+    let result = if spec.kafka.is_some()
+        && spec
+            .sources
+            .iter()
+            .any(|s| matches!(s.kind, SourceKind::Kafka { .. }))
+    {
+        vigil_kafka::run(spec, options).map_err(anyhow::Error::from)
+    } else {
+        job::run(spec, options).map_err(anyhow::Error::from)
+    };
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
     if let Some(watcher) = watcher {
         let _ = watcher.join();
     }
-    Ok(result?)
+    result
+}
+
+fn produce(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    key_fields: &[String],
+    files: &[PathBuf],
+) -> Result<ExitCode> {
+    let kafka = vigil_kafka::tools::cluster(brokers);
+    let keys: Vec<&str> = key_fields.iter().map(String::as_str).collect();
+    let mut total = 0;
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        total += vigil_kafka::tools::produce_lines(&kafka, topic, partitions, &keys, text.lines())?;
+    }
+    println!("produced {total} records to {topic}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn snapshot(topology: &Path, timeout: Duration) -> Result<ExitCode> {
+    let spec = match compile(topology) {
+        Ok(spec) => spec,
+        Err(code) => return Ok(code),
+    };
+    let Some(dir) = spec.kafka.as_ref().and_then(|k| k.snapshot_dir.clone()) else {
+        bail!("{} has no [kafka] snapshot_dir", topology.display());
+    };
+    let shards = spec.shards.max(1);
+    let missing = vigil_kafka::snapshot::request(&dir, &spec.name, shards, timeout)?;
+    if missing.is_empty() {
+        println!(
+            "snapshots of all {shards} shards of `{}` are in {}",
+            spec.name,
+            dir.join(&spec.name).display()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "no snapshot after {} s for shards {missing:?}: are their nodes running?",
+            timeout.as_secs()
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn print_summary(s: &RunSummary) {
@@ -259,9 +375,14 @@ fn generate(seed: u64, orders: u64, out: &Path) -> Result<shop::GenerateSummary>
         out.display()
     );
     println!(
-        "ground truth: {} records in {}",
+        "ground truth: {} records in {} (examples/order-fulfilment)",
         summary.expected_records,
         out.join("expected.jsonl").display()
+    );
+    println!(
+        "              {} records in {} (examples/shop-day)",
+        summary.shop_day_records,
+        out.join(shop::SHOP_DAY_FILE).display()
     );
     Ok(summary)
 }
@@ -316,20 +437,18 @@ fn demo(seed: u64, orders: u64, dir: &Path) -> Result<ExitCode> {
     println!("== 1. a day of an online fashion shop: {orders} orders (seed {seed})");
     generate(seed, orders, &data)?;
 
-    println!("\n== 2. monitoring it with examples/order-fulfilment/topology.toml");
+    println!(
+        "\n== 2. monitoring it with examples/shop-day/topology.toml: order fulfilment, fraud, customer contact, order velocity"
+    );
     let topology = dir.join("topology.toml");
-    std::fs::write(&topology, ORDER_FULFILMENT)?;
+    std::fs::write(&topology, SHOP_DAY)?;
     let env = |name: &str| match name {
         "VIGIL_DATA" => Some(data.display().to_string()),
         "VIGIL_OUT" => Some(out.display().to_string()),
         "VIGIL_STATE" => Some(dir.join("state").display().to_string()),
         other => std::env::var(other).ok(),
     };
-    let spec = match vigil_topology::compile_str(
-        ORDER_FULFILMENT,
-        &topology.display().to_string(),
-        &env,
-    ) {
+    let spec = match vigil_topology::compile_str(SHOP_DAY, &topology.display().to_string(), &env) {
         Ok(spec) => spec,
         Err(diagnostics) => {
             eprint!("{diagnostics}");
@@ -339,38 +458,72 @@ fn demo(seed: u64, orders: u64, dir: &Path) -> Result<ExitCode> {
     let summary = run_spec(spec, false)?;
     print_summary(&summary);
 
-    println!("\n== 3. what was found");
+    println!("\n== 3. what was found (and what the ground truth says)");
     let files = verify::jsonl_files(&out)?;
-    let mut by_name: BTreeMap<(String, String), usize> = BTreeMap::new();
-    let mut samples: Vec<String> = Vec::new();
+    let expected_file = data.join(shop::SHOP_DAY_FILE);
+    let found = verify::count_by_name(&files)?;
+    let expected = verify::count_by_name(std::slice::from_ref(&expected_file))?;
+    let mut names: Vec<&(String, String)> = found.keys().chain(expected.keys()).collect();
+    names.sort();
+    names.dedup();
+    println!("  {:>8}  {:>8}  {:<12} name", "found", "expected", "kind");
+    for name in names {
+        println!(
+            "  {:>8}  {:>8}  {:<12} {}",
+            found.get(name).copied().unwrap_or(0),
+            expected.get(name).copied().unwrap_or(0),
+            name.0,
+            name.1
+        );
+    }
+    println!("  for example:");
+    let mut shown: BTreeMap<String, ()> = BTreeMap::new();
     for path in &files {
         for line in std::fs::read_to_string(path)?.lines() {
             let value: serde_json::Value = serde_json::from_str(line)?;
-            let kind = value["kind"].as_str().unwrap_or_default().to_owned();
-            let name = value["name"].as_str().unwrap_or_default().to_owned();
-            if kind == "alert" && samples.len() < 5 {
-                samples.push(format!(
-                    "  {} {}: order {} had not shipped all parcels by {}",
-                    kind,
-                    name,
-                    value["key"].as_str().unwrap_or("?"),
-                    value["event_time"].as_str().unwrap_or("?")
-                ));
+            let name = value["name"].as_str().unwrap_or_default();
+            if shown.contains_key(name) {
+                continue;
             }
-            *by_name.entry((kind, name)).or_insert(0) += 1;
+            let key = value["key"].as_str().unwrap_or("?");
+            let at = value["event_time"].as_str().unwrap_or("?");
+            let text = match name {
+                "SLA_BREACHED" => format!("order {key} had not shipped all parcels by {at}"),
+                "FRAUD_SUSPECTED" => {
+                    format!("customer {key}: failed payments, then another instrument at {at}")
+                }
+                "ADDRESS_SHARED" => {
+                    format!("orders of several customers to \"{key}\" within the hour to {at}")
+                }
+                "CART_ABANDONED" => {
+                    format!("customer {key} left items in the cart and had not ordered by {at}")
+                }
+                "CONTACT_CUSTOMER" => {
+                    format!("order {key}: a parcel still not delivered at {at}")
+                }
+                "ORDER_VELOCITY" => format!(
+                    "{key}: {} orders, {} EUR in the hour to {at}",
+                    value["orders"],
+                    value["revenue"]
+                        .as_f64()
+                        .map_or("?".into(), |r| format!("{r:.2}"))
+                ),
+                _ => continue,
+            };
+            println!(
+                "  {:<6} {name}: {text}",
+                value["kind"].as_str().unwrap_or("?")
+            );
+            shown.insert(name.to_owned(), ());
         }
-    }
-    for ((kind, name), n) in &by_name {
-        println!("  {n:>8}  {kind:<12} {name}");
-    }
-    println!("  for example:");
-    for sample in &samples {
-        println!("{sample}");
     }
     println!("  records are in {}", out.display());
 
-    println!("\n== 4. checked against the generator's ground truth");
-    let comparison = verify::compare(&data.join("expected.jsonl"), &files)?;
+    println!(
+        "\n== 4. checked against the generator's ground truth ({})",
+        expected_file.display()
+    );
+    let comparison = verify::compare(&expected_file, &files)?;
     print_comparison(&comparison);
     Ok(if comparison.is_exact() {
         ExitCode::SUCCESS

@@ -67,6 +67,15 @@ pub fn jsonl_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Counts the records of JSONL files by (kind, name).
+pub fn count_by_name(files: &[PathBuf]) -> Result<BTreeMap<(String, String), usize>> {
+    let mut counts = BTreeMap::new();
+    for ((kind, name, _, _), n) in read_records(files)? {
+        *counts.entry((kind, name)).or_insert(0) += n;
+    }
+    Ok(counts)
+}
+
 pub fn compare(expected: &Path, outputs: &[PathBuf]) -> Result<Comparison> {
     let expected = read_records(&[expected.to_owned()])?;
     let actual = read_records(outputs)?;

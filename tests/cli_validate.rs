@@ -76,3 +76,28 @@ fn run_refuses_an_invalid_topology_before_touching_anything() {
         "no state or output created"
     );
 }
+
+#[test]
+fn validate_accepts_the_kafka_example() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/order-fulfilment/kafka.toml"
+    );
+    let output = Command::new(VIGIL)
+        .arg("validate")
+        .arg(example)
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("POD_NAME")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("kafka.toml: ok (1 sources"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}

@@ -482,6 +482,7 @@ mod tests {
             processes: Vec::new(),
             sinks: Vec::new(),
             dead_letter: SinkKind::Stdout,
+            kafka: None,
         }
     }
 

@@ -85,7 +85,7 @@ pub struct RunSummary {
 
 /// For each event type: the templates it goes to and what keys them there (empty: the event
 /// type's correlation key).
-struct Router {
+pub struct Router {
     routes: Vec<Vec<(u16, Vec<KeyPart>)>>,
 }
 
@@ -117,7 +117,16 @@ fn route_key(event: &Event, parts: &[KeyPart]) -> Option<Arc<str>> {
 }
 
 impl Router {
-    fn new(spec: &JobSpec, templates: &[Box<dyn DynTemplate>]) -> Router {
+    /// Where `event` goes: `(template, instance key)` for each subscription that keys it, in
+    /// subscription order (the first is the event's primary delivery).
+    pub fn targets(&self, event: &Event) -> Vec<(u16, Arc<str>)> {
+        self.routes[event.type_index as usize]
+            .iter()
+            .filter_map(|(template, parts)| Some((*template, route_key(event, parts)?)))
+            .collect()
+    }
+
+    pub fn new(spec: &JobSpec, templates: &[Box<dyn DynTemplate>]) -> Router {
         let mut routes = vec![Vec::new(); spec.event_types.len()];
         for (t, template) in templates.iter().enumerate() {
             for sub in template.subscriptions() {
@@ -141,21 +150,7 @@ impl Router {
 pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let mut options = options;
-    let templates = match options.templates.take() {
-        Some(t) => t,
-        None => {
-            let registry = options.registry.take().unwrap_or_else(Registry::builtin);
-            spec.processes
-                .iter()
-                .map(|p| registry.build(p))
-                .collect::<Result<_, _>>()?
-        }
-    };
-    assert_eq!(
-        templates.len(),
-        spec.processes.len(),
-        "one template per process"
-    );
+    let templates = build_templates(&spec, &mut options)?;
     let router = Router::new(&spec, &templates);
     let process_names: Vec<String> = spec.processes.iter().map(|p| p.name.clone()).collect();
     let sinks = Sinks::open(&spec.name, &process_names, &spec.sinks, &spec.dead_letter)
@@ -268,6 +263,30 @@ pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, RunError> {
         summary.shard_restarts += status.restarts;
     }
     Ok(summary)
+}
+
+/// The templates of the job's processes, in order: `options.templates` if given, else built
+/// by `options.registry` (or the built-in one).
+pub fn build_templates(
+    spec: &JobSpec,
+    options: &mut RunOptions,
+) -> Result<Vec<Box<dyn DynTemplate>>, RunError> {
+    let templates = match options.templates.take() {
+        Some(t) => t,
+        None => {
+            let registry = options.registry.take().unwrap_or_else(Registry::builtin);
+            spec.processes
+                .iter()
+                .map(|p| registry.build(p))
+                .collect::<Result<_, _>>()?
+        }
+    };
+    assert_eq!(
+        templates.len(),
+        spec.processes.len(),
+        "one template per process"
+    );
+    Ok(templates)
 }
 
 async fn ask_all<M, F>(addrs: &[Addr<Shard>], message: F) -> Result<Vec<ShardStatus>, String>
@@ -434,6 +453,7 @@ fn read_input(
                             key,
                             primary,
                             watermark: before,
+                            traceparent: None,
                         });
                         primary = false;
                     }

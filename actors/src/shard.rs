@@ -60,6 +60,22 @@ pub struct Position {
     pub cursors: Vec<Cursor>,
     /// The source the reader takes its next chunk from.
     pub next_source: usize,
+    /// Kafka runner: the upstream partitions seen through this shard's repartition log.
+    pub upstream: Vec<Upstream>,
+}
+
+/// One partition of an input topic as the Kafka runner's repartition log reports it to a
+/// shard: how far it has been forwarded, its largest event time, and whether it ran dry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    /// `topic/partition`.
+    pub name: String,
+    /// The next offset not yet forwarded to this shard (earlier ones are duplicates).
+    pub next_offset: i64,
+    pub max_event_time: Option<Millis>,
+    /// Set while the partition is at its end: the watermark it allows (largest event time,
+    /// then following the wall clock).
+    pub idle_watermark: Option<Millis>,
 }
 
 /// What the reader hands a shard.
@@ -72,6 +88,8 @@ pub enum Item {
         key: Arc<str>,
         primary: bool,
         watermark: Millis,
+        /// The W3C trace context the event came with; records it causes carry it.
+        traceparent: Option<Arc<str>>,
     },
     /// An event no template subscribes to; counted, nothing else.
     Unrouted { seq: u64, watermark: Millis },
@@ -127,6 +145,28 @@ pub struct Finish {
 #[derive(Message)]
 #[rtype(result = "Result<ShardStatus, String>")]
 pub struct Checkpoint;
+
+/// Checkpoint and close the state file: this process gives the shard up (Kafka revoked its
+/// partition). A later [`Recover`] opens it again.
+#[derive(Message)]
+#[rtype(result = "Result<ShardStatus, String>")]
+pub struct Release;
+
+/// Checkpoint, then export the checkpoint to `path` (a snapshot others can restore from).
+#[derive(Message)]
+#[rtype(result = "Result<SnapshotTaken, String>")]
+pub struct Snapshot {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct SnapshotTaken {
+    pub shard: u32,
+    /// The position the snapshot resumes from (`None`: the shard never checkpointed).
+    pub position: Option<Position>,
+    pub bytes: u64,
+    pub took: Duration,
+}
 
 /// Counts a shard keeps in its checkpoint, so totals survive restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,6 +322,8 @@ pub struct Shard {
     /// The state file did not exist before this run.
     created: bool,
     faults_fired: u32,
+    /// The trace context of the event being handled, for the records it causes.
+    traceparent: Option<Arc<str>>,
 }
 
 impl Shard {
@@ -303,6 +345,7 @@ impl Shard {
             dead: false,
             created: false,
             faults_fired: 0,
+            traceparent: None,
         }
     }
 
@@ -345,6 +388,11 @@ impl Shard {
             .transpose()?
             .unwrap_or_default();
         self.next_timer = txn.next_timer()?.map(|t| t.time);
+        let marks: Vec<(String, Vec<u8>)> = meta("sink_marks")?
+            .map(|b| codec::decode(&b))
+            .transpose()?
+            .unwrap_or_default();
+        self.job.sinks.restore(self.id, &marks)?;
         self.txn = Some(txn);
         self.cache.clear();
         self.changed = false;
@@ -413,9 +461,13 @@ impl Shard {
                     template,
                     key,
                     primary,
+                    traceparent,
                     ..
                 } => {
-                    self.deliver(event, *template, key, *primary)?;
+                    self.traceparent = traceparent.clone();
+                    let delivered = self.deliver(event, *template, key, *primary);
+                    self.traceparent = None;
+                    delivered?;
                 }
                 Item::Unrouted { .. } => self.counts.processed += 1,
                 Item::DeadLetter { letter, .. } => {
@@ -433,9 +485,13 @@ impl Shard {
     fn emit(&mut self, process: Option<usize>, record: Record) -> Result<(), ShardError> {
         self.out_seq += 1;
         self.counts.records += 1;
-        self.job
-            .sinks
-            .write(process, self.id, self.out_seq, &record)?;
+        self.job.sinks.write(
+            process,
+            self.id,
+            self.out_seq,
+            &record,
+            self.traceparent.as_deref(),
+        )?;
         Ok(())
     }
 
@@ -759,6 +815,7 @@ impl Shard {
         txn.put_meta("out_seq", &codec::encode(&self.out_seq))?;
         txn.put_meta("counts", &codec::encode(&self.counts))?;
         self.job.sinks.sync()?;
+        txn.put_meta("sink_marks", &codec::encode(&self.job.sinks.marks(self.id)))?;
         txn.commit()?;
         self.txn = Some(self.store.as_ref().expect("open").begin()?);
         self.journal.clear();
@@ -898,5 +955,51 @@ impl Handler<Checkpoint> for Shard {
             .map_err(|e| format!("shard {}: {e}", self.id))?;
         self.status(true)
             .map_err(|e| format!("shard {}: {e}", self.id))
+    }
+}
+
+impl Handler<Release> for Shard {
+    type Result = Result<ShardStatus, String>;
+
+    fn handle(&mut self, _: Release, _ctx: &mut Self::Context) -> Self::Result {
+        if self.dead {
+            return Err(self.dead_error());
+        }
+        if self.txn.is_some() {
+            self.checkpoint()
+                .map_err(|e| format!("shard {}: {e}", self.id))?;
+        }
+        let status = self.status(false).map_err(|e| e.to_string());
+        self.txn = None;
+        self.store = None;
+        self.cache.clear();
+        self.journal.clear();
+        self.restarts = 0;
+        status
+    }
+}
+
+impl Handler<Snapshot> for Shard {
+    type Result = Result<SnapshotTaken, String>;
+
+    fn handle(&mut self, snapshot: Snapshot, _ctx: &mut Self::Context) -> Self::Result {
+        if self.dead {
+            return Err(self.dead_error());
+        }
+        let started = Instant::now();
+        let mut export = || -> Result<u64, ShardError> {
+            self.checkpoint()?;
+            let store = self.store.as_ref().ok_or_else(|| {
+                ShardError::Incompatible(format!("shard {} is not open here", self.id))
+            })?;
+            Ok(store.read()?.export_to(&snapshot.path)?)
+        };
+        let bytes = export().map_err(|e| format!("shard {}: snapshot: {e}", self.id))?;
+        Ok(SnapshotTaken {
+            shard: self.id,
+            position: self.position.clone(),
+            bytes,
+            took: started.elapsed(),
+        })
     }
 }

@@ -27,7 +27,34 @@ pub trait Sink: Send + Sync {
     fn written(&self) -> u64;
     /// The highest sequence of `shard` the sink already holds, if it can tell.
     fn delivered(&self, shard: u32) -> Option<u64>;
+    /// Writes a record with what a message broker carries beside the line: the record's key
+    /// and the W3C `traceparent` of the event that caused it. Files have no place for them.
+    fn write_record(
+        &self,
+        shard: u32,
+        seq: u64,
+        _key: Option<&str>,
+        line: &str,
+        _traceparent: Option<&str>,
+    ) -> io::Result<()> {
+        self.write(shard, seq, line)
+    }
+    /// Called when this process takes `shard` over, with the [`Sink::mark`] stored in the
+    /// shard's last checkpoint: the sink learns what it already holds of the shard. (A file
+    /// sink learnt it when the file was opened.)
+    fn restore(&self, _shard: u32, _mark: Option<&[u8]>) -> io::Result<()> {
+        Ok(())
+    }
+    /// After [`Sink::sync`]: where the sink is for `shard`, kept in the checkpoint so that a
+    /// later [`Sink::restore`] reads back only what came after it.
+    fn mark(&self, _shard: u32) -> Option<Vec<u8>> {
+        None
+    }
 }
+
+/// Opens the sinks of kinds this crate does not know (Kafka); `None` for a kind it does not
+/// handle either.
+pub type SinkFactory<'a> = &'a dyn Fn(&str, &SinkKind) -> Option<io::Result<Box<dyn Sink>>>;
 
 struct FileState {
     writer: BufWriter<File>,
@@ -214,7 +241,21 @@ impl Sinks {
         specs: &[SinkSpec],
         dead_letter: &SinkKind,
     ) -> io::Result<Sinks> {
+        Sinks::open_with(job, processes, specs, dead_letter, &|_, _| None)
+    }
+
+    /// [`Sinks::open`], with `external` opening the kinds this crate does not implement.
+    pub fn open_with(
+        job: &str,
+        processes: &[String],
+        specs: &[SinkSpec],
+        dead_letter: &SinkKind,
+        external: SinkFactory<'_>,
+    ) -> io::Result<Sinks> {
         let open = |name: &str, kind: &SinkKind| -> io::Result<Box<dyn Sink>> {
+            if let Some(sink) = external(name, kind) {
+                return sink;
+            }
             Ok(match kind {
                 SinkKind::File { path } => {
                     let sink = FileSink::open(name, path, job).map_err(|e| {
@@ -223,6 +264,12 @@ impl Sinks {
                     Box::new(sink)
                 }
                 SinkKind::Stdout => Box::new(StdoutSink::new(name)),
+                SinkKind::Kafka { topic } => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!("sink `{name}`: Kafka topic `{topic}` needs the Kafka runner (a [kafka] section and Kafka sources)"),
+                    ))
+                }
             })
         };
         let mut sinks = Vec::new();
@@ -249,23 +296,30 @@ impl Sinks {
         })
     }
 
-    /// Writes a record emitted by `process` (or a dead letter) with id `shard/seq`.
+    /// Writes a record emitted by `process` (or a dead letter) with id `shard/seq`, caused by
+    /// an event that carried `traceparent`.
     pub fn write(
         &self,
         process: Option<usize>,
         shard: u32,
         seq: u64,
         record: &Record,
+        traceparent: Option<&str>,
     ) -> io::Result<()> {
         let id = RecordId {
             job: &self.job,
             shard,
             seq,
         };
+        let key = record.key.as_deref();
         if record.kind == RecordKind::DeadLetter {
-            return self
-                .dead_letter
-                .write(shard, seq, &record.to_json_line(&id));
+            return self.dead_letter.write_record(
+                shard,
+                seq,
+                key,
+                &record.to_json_line(&id),
+                traceparent,
+            );
         }
         let Some(routes) = process.and_then(|p| self.routes.get(p)) else {
             return Ok(());
@@ -274,25 +328,47 @@ impl Sinks {
         for (sink, kinds) in routes {
             if kinds.is_empty() || kinds.contains(&record.kind) {
                 let line = line.get_or_insert_with(|| record.to_json_line(&id));
-                self.sinks[*sink].write(shard, seq, line)?;
+                self.sinks[*sink].write_record(shard, seq, key, line, traceparent)?;
             }
         }
         Ok(())
     }
 
     pub fn sync(&self) -> io::Result<()> {
-        for sink in self.sinks.iter().chain(std::iter::once(&self.dead_letter)) {
+        for sink in self.all() {
             sink.sync()?;
         }
         Ok(())
     }
 
+    /// Every sink learns what it already holds of `shard`, from the marks of its checkpoint
+    /// (`(sink name, mark)`, as [`Sinks::marks`] gave them).
+    pub fn restore(&self, shard: u32, marks: &[(String, Vec<u8>)]) -> io::Result<()> {
+        for sink in self.all() {
+            let mark = marks
+                .iter()
+                .find(|(name, _)| name == sink.name())
+                .map(|(_, m)| m.as_slice());
+            sink.restore(shard, mark)?;
+        }
+        Ok(())
+    }
+
+    /// Where each sink is for `shard`, to keep in its checkpoint (after [`Sinks::sync`]).
+    pub fn marks(&self, shard: u32) -> Vec<(String, Vec<u8>)> {
+        self.all()
+            .filter_map(|s| s.mark(shard).map(|m| (s.name().to_owned(), m)))
+            .collect()
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Box<dyn Sink>> {
+        self.sinks.iter().chain(std::iter::once(&self.dead_letter))
+    }
+
     /// Sinks that already hold records of `shard` (a shard with no checkpoint must not have
     /// any: they would come from another run and be taken for this one's).
     pub fn holding_records_of(&self, shard: u32) -> Vec<String> {
-        self.sinks
-            .iter()
-            .chain(std::iter::once(&self.dead_letter))
+        self.all()
             .filter(|s| s.delivered(shard).is_some())
             .map(|s| s.name().to_owned())
             .collect()
@@ -300,9 +376,7 @@ impl Sinks {
 
     /// (sink name, records written by this run) for each sink, dead letters last.
     pub fn written(&self) -> Vec<(String, u64)> {
-        self.sinks
-            .iter()
-            .chain(std::iter::once(&self.dead_letter))
+        self.all()
             .map(|s| (s.name().to_owned(), s.written()))
             .collect()
     }

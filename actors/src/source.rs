@@ -87,6 +87,12 @@ pub fn start(spec: &SourceSpec, cursor: Cursor) -> io::Result<RunningSource> {
                 cursor,
             })
         }
+        SourceKind::Kafka { .. } => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "Kafka sources are read by the Kafka runner (`vigil run` starts it when the topology has a [kafka] section)",
+            ))
+        }
     };
     std::thread::Builder::new().name(name).spawn(move || loop {
         let message = match reader.next_chunk() {

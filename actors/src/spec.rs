@@ -38,6 +38,32 @@ pub struct JobSpec {
     pub sinks: Vec<SinkSpec>,
     /// Where dead-lettered input and failed events go.
     pub dead_letter: SinkKind,
+    /// How to reach Kafka (`[kafka]`): required when a source or sink is of kind `kafka`.
+    pub kafka: Option<KafkaSpec>,
+}
+
+/// The `[kafka]` section: the cluster, the consumer groups, the job's repartition topic and
+/// where shard snapshots go. See `docs/exactly-once.md`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSpec {
+    /// `bootstrap.servers`: comma-separated `host:port` list.
+    pub brokers: String,
+    /// The consumer group of the job's nodes. The repartitioner uses `<group>.ingest`.
+    pub group: String,
+    /// The job-owned topic events are re-keyed through; its partitions are the job's shards.
+    /// Default `<job>.repartition`.
+    pub repartition_topic: String,
+    /// Replication factor for topics the job creates (repartition, outputs, dead letters).
+    pub replication_factor: i32,
+    /// `group.instance.id` (static membership): set it from the pod name so a restarted pod
+    /// keeps its shards. `None`: dynamic membership.
+    pub instance_id: Option<String>,
+    /// Extra librdkafka properties for every client (SASL, TLS, timeouts), in TOML order.
+    pub properties: Vec<(String, String)>,
+    /// Directory of shard snapshots shared by the nodes (a volume or a mounted bucket).
+    pub snapshot_dir: Option<PathBuf>,
+    /// How often each owned shard exports a snapshot (wall clock); `None`: only on demand.
+    pub snapshot_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +82,12 @@ pub enum SourceKind {
     Stdin,
     /// The built-in synthetic online shop (`vigil generate`), produced in-process.
     Generator { seed: u64, orders: u64 },
+    /// Kafka topics (JSON values): a list, or every topic matching a regular expression.
+    /// Needs the `[kafka]` section; run by `vigil_kafka`.
+    Kafka {
+        topics: Vec<String>,
+        pattern: Option<String>,
+    },
 }
 
 /// How to read one event type: where its correlation key, time and id are, and which fields
@@ -382,6 +414,8 @@ pub enum SinkKind {
     File { path: PathBuf },
     /// Write newline-delimited JSON to standard output (at least once).
     Stdout,
+    /// Produce JSON records to a Kafka topic, exactly once (see `docs/exactly-once.md`).
+    Kafka { topic: String },
 }
 
 /// A template made of CEP patterns: `pattern` (one), `fraud` and `customer_contact` (the

@@ -15,7 +15,9 @@ use vigil_actors::spec::{
 
 use crate::check::{Output, Target};
 use crate::custom;
+use crate::diagnostics::Span;
 use crate::enrich;
+use crate::kafka;
 use crate::reader::{a, in_file_order, Ctx, Table};
 use crate::suggest;
 use crate::templates;
@@ -29,8 +31,8 @@ pub(crate) struct Model {
     pub process_names: Vec<String>,
 }
 
-const SOURCE_KINDS: &[&str] = &["file", "stdin", "generator"];
-const SINK_KINDS: &[&str] = &["file", "stdout"];
+const SOURCE_KINDS: &[&str] = &["file", "stdin", "generator", "kafka"];
+const SINK_KINDS: &[&str] = &["file", "stdout", "kafka"];
 /// The kinds of records processes emit, which sinks may filter on.
 const RECORD_KINDS: &[&str] = &["alert", "event", "window", "pattern", "dead_letter"];
 /// Where dead letters go when the topology has no `[dead_letter]` section.
@@ -70,15 +72,21 @@ pub(crate) fn structure(
     let dedup_retention = time.duration_or(ctx, "dedup_retention", "1h");
     time.finish(ctx);
 
-    let sources = sources(&mut root, ctx);
+    let mut kafka_uses = kafka::Uses::default();
+    let sources = sources(&mut root, ctx, &mut kafka_uses);
     let reference = enrich::reference(&mut root, ctx);
     let event_types = event_types(&mut root, ctx, &reference);
     let (processes, process_names) = processes(&mut root, ctx, registry);
-    let sinks = sinks(&mut root, ctx);
+    let sinks = sinks(&mut root, ctx, &mut kafka_uses);
 
     let mut dead_letter_table = root.table(ctx, "dead_letter");
     let dead_letter = if dead_letter_table.is_present() {
-        let kind = sink_kind(&mut dead_letter_table, ctx, "`[dead_letter]`");
+        let kind = sink_kind(
+            &mut dead_letter_table,
+            ctx,
+            "`[dead_letter]`",
+            &mut kafka_uses,
+        );
         dead_letter_table.finish(ctx);
         kind.unwrap_or(SinkKind::Stdout)
     } else {
@@ -91,6 +99,9 @@ pub(crate) fn structure(
             path: DEFAULT_DEAD_LETTER.into(),
         }
     };
+
+    let kafka_section = kafka::section(&mut root, ctx, &name);
+    kafka::check(ctx, kafka_uses, kafka_section.as_ref());
 
     root.finish(ctx);
 
@@ -112,12 +123,17 @@ pub(crate) fn structure(
             processes,
             sinks,
             dead_letter,
+            kafka: kafka_section.and_then(|section| section.spec),
         },
         process_names,
     }
 }
 
-fn sources(root: &mut Table<'_, '_>, ctx: &mut Ctx<'_>) -> Vec<SourceSpec> {
+fn sources(
+    root: &mut Table<'_, '_>,
+    ctx: &mut Ctx<'_>,
+    kafka_uses: &mut kafka::Uses,
+) -> Vec<SourceSpec> {
     let errors_before = ctx.problems.len();
     let (span, tables) = root.named_tables(ctx, "sources");
     if tables.is_empty() && ctx.problems.len() == errors_before {
@@ -126,9 +142,19 @@ fn sources(root: &mut Table<'_, '_>, ctx: &mut Ctx<'_>) -> Vec<SourceSpec> {
     }
     let mut sources = Vec::new();
     let mut stdin: Option<String> = None;
+    // The first Kafka source, and every other source (by name, where its kind is, and kind).
+    let mut first_kafka: Option<String> = None;
+    let mut not_kafka: Vec<(String, Span, String)> = Vec::new();
     for (name, mut table) in tables {
         ctx.check_name(&name, "source");
         let kind = table.required_choice(ctx, "kind", "source kind", SOURCE_KINDS);
+        match kind.as_ref().map(|k| (k.get_ref().as_str(), k.span())) {
+            Some(("kafka", _)) => {
+                first_kafka.get_or_insert_with(|| name.get_ref().clone());
+            }
+            Some((other, span)) => not_kafka.push((name.get_ref().clone(), span, other.to_owned())),
+            None => {}
+        }
         let kind = match kind.as_ref().map(|k| k.get_ref().as_str()) {
             Some("file") => table
                 .required_str(ctx, "path")
@@ -150,6 +176,10 @@ fn sources(root: &mut Table<'_, '_>, ctx: &mut Ctx<'_>) -> Vec<SourceSpec> {
                 seed: table.integer_or(ctx, "seed", 1, 0..=i64::MAX) as u64,
                 orders: table.integer_or(ctx, "orders", 1000, 1..=i64::MAX) as u64,
             }),
+            Some("kafka") => {
+                let at = kind.as_ref().map_or(0..0, Spanned::span);
+                kafka::source(&mut table, ctx, name.get_ref(), at, kafka_uses)
+            }
             _ => {
                 table.ignore_unknown();
                 None
@@ -163,6 +193,21 @@ fn sources(root: &mut Table<'_, '_>, ctx: &mut Ctx<'_>) -> Vec<SourceSpec> {
                 kind,
                 type_field,
             });
+        }
+    }
+    if let Some(first_kafka) = first_kafka {
+        for (name, at, kind) in not_kafka {
+            ctx.error(
+                at,
+                format!(
+                    "source `{name}` (kind `{kind}`) cannot be combined with the Kafka source \
+                     `{first_kafka}`"
+                ),
+            )
+            .hint(
+                "a job with Kafka sources is run by the Kafka runner, which reads only Kafka: \
+                 produce these events to a topic, or monitor them in another job",
+            );
         }
     }
     sources
@@ -316,13 +361,17 @@ fn processes(
     (processes, names)
 }
 
-fn sinks(root: &mut Table<'_, '_>, ctx: &mut Ctx<'_>) -> Vec<SinkSpec> {
+fn sinks(
+    root: &mut Table<'_, '_>,
+    ctx: &mut Ctx<'_>,
+    kafka_uses: &mut kafka::Uses,
+) -> Vec<SinkSpec> {
     let (_, tables) = root.named_tables(ctx, "sinks");
     let mut sinks = Vec::new();
     for (name, mut table) in tables {
         ctx.check_name(&name, "sink");
         let owner = format!("sink `{}`", name.get_ref());
-        let kind = sink_kind(&mut table, ctx, &owner);
+        let kind = sink_kind(&mut table, ctx, &owner, kafka_uses);
         let inputs = table
             .required_strings(
                 ctx,
@@ -357,8 +406,13 @@ fn sinks(root: &mut Table<'_, '_>, ctx: &mut Ctx<'_>) -> Vec<SinkSpec> {
     sinks
 }
 
-/// `kind` and, for files, `path` of a sink or of the dead-letter sink.
-fn sink_kind(table: &mut Table<'_, '_>, ctx: &mut Ctx<'_>, owner: &str) -> Option<SinkKind> {
+/// `kind` and, for files, `path` (for Kafka, `topic`) of a sink or of the dead-letter sink.
+fn sink_kind(
+    table: &mut Table<'_, '_>,
+    ctx: &mut Ctx<'_>,
+    owner: &str,
+    kafka_uses: &mut kafka::Uses,
+) -> Option<SinkKind> {
     let kind = table.required_choice(ctx, "kind", "sink kind", SINK_KINDS);
     match kind.as_ref().map(|k| k.get_ref().as_str()) {
         Some("file") => {
@@ -373,6 +427,10 @@ fn sink_kind(table: &mut Table<'_, '_>, ctx: &mut Ctx<'_>, owner: &str) -> Optio
             })
         }
         Some("stdout") => Some(SinkKind::Stdout),
+        Some("kafka") => {
+            let at = kind.as_ref().map_or(0..0, Spanned::span);
+            kafka::sink(table, ctx, owner, at, kafka_uses)
+        }
         _ => {
             table.ignore_unknown();
             None

@@ -64,6 +64,7 @@ mod diagnostics;
 mod enrich;
 mod env;
 mod join;
+mod kafka;
 mod pattern;
 mod process;
 mod reader;

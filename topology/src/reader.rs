@@ -218,7 +218,7 @@ impl<'s> Ctx<'s> {
         )
     }
 
-    fn wrong_type(&mut self, value: &Value<'_>, what: &str, expected: &str) -> &mut Problem {
+    pub fn wrong_type(&mut self, value: &Value<'_>, what: &str, expected: &str) -> &mut Problem {
         let found = a(value.get_ref().type_str());
         self.error(
             value.span(),
@@ -397,6 +397,48 @@ impl<'a, 'i> Table<'a, 'i> {
                 None
             }
         }
+    }
+
+    /// [`Table::required_str`] with a hint when the field is missing.
+    pub fn required_str_hinted(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        key: &'static str,
+        hint: &str,
+    ) -> Option<Spanned<String>> {
+        match self.get(key) {
+            Some(value) => ctx.string(value, key),
+            None => {
+                if let Some(problem) = self.missing(ctx, key) {
+                    problem.hint(hint);
+                }
+                None
+            }
+        }
+    }
+
+    /// An optional string that may become empty through substitution, which means "not set"
+    /// (`instance_id = "${POD_NAME:-}"`); written empty (`""`) it is still an error.
+    pub fn optional_str_unless_empty(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        key: &'static str,
+    ) -> Option<Spanned<String>> {
+        let value = self.get(key)?;
+        let DeValue::String(text) = value.get_ref() else {
+            ctx.wrong_type(value, key, "a string");
+            return None;
+        };
+        if text.is_empty() {
+            ctx.error(value.span(), format!("`{key}` must not be empty"))
+                .hint(format!(
+                    "remove `{key}` to leave it unset, or write `{key} = \"${{VAR:-}}\"` to take \
+                     it from the environment when set"
+                ));
+            return None;
+        }
+        let text = ctx.substitute(text, value.span())?;
+        (!text.is_empty()).then(|| Spanned::new(value.span(), text))
     }
 
     pub fn str_or(&mut self, ctx: &mut Ctx<'_>, key: &'static str, default: &str) -> String {

@@ -125,7 +125,7 @@ fn the_order_process_has_its_steps_and_sla() {
 fn file_path(kind: &SinkKind) -> PathBuf {
     match kind {
         SinkKind::File { path } => path.clone(),
-        SinkKind::Stdout => panic!("expected a file sink"),
+        other => panic!("expected a file sink, found {other:?}"),
     }
 }
 

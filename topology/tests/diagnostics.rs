@@ -241,16 +241,16 @@ fn an_unknown_template_lists_the_known_ones() {
 fn wrong_kinds_and_values_say_what_is_expected() {
     let errors = errors_of(&with(
         "kind = \"stdin\"",
-        "kind = \"kafka\"\ntopic = \"orders\"",
+        "kind = \"kinesis\"\nstream = \"orders\"",
     ));
     assert_eq!(
         positions(&errors),
-        [(5, 8, "unknown source kind `kafka`")],
+        [(5, 8, "unknown source kind `kinesis`")],
         "{errors}"
     );
     assert_eq!(
         hint(&errors.errors[0]),
-        "expected one of `file`, `stdin` or `generator`"
+        "expected one of `file`, `stdin`, `generator` or `kafka`"
     );
 
     let errors = errors_of(&with("n = \"integer\"", "n = \"int\""));

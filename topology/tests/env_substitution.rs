@@ -44,7 +44,7 @@ fn compile(text: &str, vars: &[(&str, &str)]) -> Result<JobSpec, Diagnostics> {
 fn sink_path(job: &JobSpec) -> PathBuf {
     match &job.sinks[0].kind {
         SinkKind::File { path } => path.clone(),
-        SinkKind::Stdout => panic!("file sink expected"),
+        other => panic!("file sink expected, found {other:?}"),
     }
 }
 

@@ -96,6 +96,7 @@ fn order_created(b: &Base, rng: &mut ChaCha8Rng) -> Fields {
             r#"{"name":"Test Kunde","street":"Teststrasse","house_number":"1","zip":"10115","city":"Berlin","country":"DE"}"#
                 .to_string(),
         ),
+        ("address_key", s("DE 10115 Berlin, Teststrasse 1")),
     ]
 }
 
@@ -116,8 +117,10 @@ fn payment_failed(b: &Base) -> Fields {
         ("event_id", s(&b.id)),
         ("occurred_at", s(&b.time)),
         ("order_number", s(&b.order)),
+        ("customer_id", s(&b.customer)),
         ("reason", s("card_declined")),
         ("payment_method", s("credit_card")),
+        ("instrument", s("credit_card-000000000000")),
     ]
 }
 

@@ -30,6 +30,8 @@ pub(crate) const MAX_ITEMS: usize = 6;
 pub(crate) const MAX_PARCELS: usize = 4;
 pub(crate) const MAX_CARTS: usize = MAX_ITEMS + 2;
 pub(crate) const MAX_ABANDONED: usize = 3;
+/// The most failed payment attempts of one order (a fraud attempt).
+pub(crate) const MAX_FAILURES: usize = 4;
 
 /// Share of lines that arrive with a delay (uniform in `[0, MAX_DELAY)`); the rest arrive at once.
 pub(crate) const DELAYED_SHARE: f64 = 0.30;
@@ -51,6 +53,22 @@ pub(crate) const LATE_SHARE: f64 = 0.03;
 pub(crate) const ON_DEADLINE_SHARE: f64 = 0.002;
 /// Chance that an order slot also carries an abandoned cart of some customer.
 pub(crate) const ABANDONED_SHARE: f64 = 0.45;
+/// Share of orders that are a fraud attempt: 3–4 payments with stolen cards fail within a few
+/// minutes, then one with another instrument succeeds.
+pub(crate) const FRAUD_SHARE: f64 = 0.003;
+/// Orders are cut into blocks of about half an hour of traffic (`orders / 48`); one block in
+/// `RING_EVERY` has a drop address that some of its orders (of different customers) ship to.
+pub(crate) const RING_EVERY: u64 = 3;
+/// Orders of a ring block that ship to its drop address, on average.
+pub(crate) const RING_ORDERS: f64 = 4.0;
+/// House numbers of drop addresses start here (customers live at 1..=999).
+pub(crate) const RING_HOUSE: u64 = 1_000;
+/// Share of orders with one parcel delivered late (26–72 h after shipping instead of 8–22 h).
+pub(crate) const LATE_DELIVERY_SHARE: f64 = 0.03;
+/// Normal deliveries take this long after shipping: `[min, max)`.
+pub(crate) const DELIVERY: (Millis, Millis) = (8 * HOUR, 22 * HOUR);
+/// Late deliveries take this long after shipping: `[min, max)`.
+pub(crate) const LATE_DELIVERY: (Millis, Millis) = (26 * HOUR, 72 * HOUR);
 
 /// Order numbers are `ORD-<ORDER_BASE + index>`; noise uses `ORD-9xxxxxxxxx`.
 pub(crate) const ORDER_BASE: u64 = 1_000_000_000;
@@ -360,6 +378,55 @@ pub(crate) struct Customer {
     pub method: usize,
 }
 
+/// A shipping address: the customer's own, or a ring's drop address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Address {
+    pub country: usize,
+    pub city: usize,
+    pub street: usize,
+    pub house: u64,
+}
+
+impl Address {
+    /// A compact identity (distinct addresses, distinct ids).
+    pub(crate) fn id(&self) -> u64 {
+        ((self.country as u64) << 40)
+            | ((self.city as u64) << 36)
+            | ((self.street as u64) << 32)
+            | self.house
+    }
+}
+
+/// Displays an address as the flat `address_key` of ORDER_CREATED:
+/// `DE 10115 Berlin, Hauptstraße 12`.
+pub(crate) struct AddressKey(pub Address);
+
+impl fmt::Display for AddressKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = self.0;
+        let (city, zip) = CITIES[a.country][a.city];
+        write!(
+            f,
+            "{} {zip} {city}, {} {}",
+            COUNTRIES[a.country].0, STREETS[a.country][a.street], a.house
+        )
+    }
+}
+
+/// A payment instrument (a card, a PayPal account...) of some method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Instrument {
+    pub method: usize,
+    /// 48 bits.
+    pub id: u64,
+}
+
+impl fmt::Display for Instrument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{:012x}", METHODS[self.method].0, self.id)
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Item {
     pub sku: u32,
@@ -377,10 +444,13 @@ pub(crate) struct Scenario {
     pub amount_cents: u64,
     pub method: usize,
     pub parcels: usize,
-    /// First payment attempt failed: (time, reason index).
-    pub pay_failed: Option<(Millis, usize)>,
-    /// Payment authorized: (time, method index).
-    pub pay_auth: Option<(Millis, usize)>,
+    /// Where the order ships to (the customer's address, or a ring's drop address).
+    pub address: Address,
+    /// Failed payment attempts: (time, reason index, instrument).
+    pub failures: [(Millis, usize, Instrument); MAX_FAILURES],
+    pub n_failures: usize,
+    /// Payment authorized: (time, instrument).
+    pub pay_auth: Option<(Millis, Instrument)>,
     /// Order cancelled: (time, reason).
     pub cancel: Option<(Millis, &'static str)>,
     /// Ship time of each parcel (`None`: never ships, or the order was cancelled).
@@ -407,7 +477,7 @@ impl Scenario {
             kind::CART => self.carts[sub].0,
             kind::ABANDONED => self.abandoned[sub].0,
             kind::CREATED => self.t0,
-            kind::PAY_FAILED => self.pay_failed.map(|p| p.0).unwrap_or(self.t0),
+            kind::PAY_FAILED => self.failures[sub].0,
             kind::PAY_AUTH => self.pay_auth.map(|p| p.0).unwrap_or(self.t0),
             kind::CANCELLED => self.cancel.map(|c| c.0).unwrap_or(self.t0),
             kind::SHIPPED => self.ship[sub].unwrap_or(self.t0),
@@ -447,6 +517,10 @@ pub(crate) struct Ctx {
     event_key: u64,
     customer_key: u64,
     order_key: u64,
+    instrument_key: u64,
+    ring_key: u64,
+    /// Orders per ring block.
+    ring_block: u64,
 }
 
 impl Ctx {
@@ -467,6 +541,9 @@ impl Ctx {
             event_key: mix64(cfg.seed ^ 0x6576_656e_745f_726e),
             customer_key: mix64(cfg.seed ^ 0x6375_7374_6f6d_6572),
             order_key: mix64(cfg.seed ^ 0x6f72_6465_7273_0000),
+            instrument_key: mix64(cfg.seed ^ 0x696e_7374_7275_6d00),
+            ring_key: mix64(cfg.seed ^ 0x7269_6e67_0000_0000),
+            ring_block: (cfg.orders / 48).max(1),
         }
     }
 
@@ -494,11 +571,35 @@ impl Ctx {
             country,
             city: r.below(3) as usize,
             street: r.below(3) as usize,
-            house: 1 + r.below(180),
+            house: 1 + r.below(999),
             first: r.below(FIRST_NAMES.len() as u64) as usize,
             last: r.below(LAST_NAMES.len() as u64) as usize,
             method: pick_weighted_mix(&METHODS, &mut r),
         }
+    }
+
+    /// Instrument `variant` of `method` of customer number `customer` (variant 0: their own).
+    pub(crate) fn instrument(&self, customer: u64, method: usize, variant: u64) -> Instrument {
+        let id = mix64(customer ^ (variant << 24) ^ ((method as u64) << 58) ^ self.instrument_key);
+        Instrument {
+            method,
+            id: id & 0xFFFF_FFFF_FFFF,
+        }
+    }
+
+    /// The drop address of ring block `block`, if it is a ring block.
+    fn ring_address(&self, block: u64) -> Option<Address> {
+        let h = mix64(block ^ self.ring_key);
+        if h % RING_EVERY != 0 {
+            return None;
+        }
+        let mut r = SplitMix::new(h);
+        Some(Address {
+            country: pick_weighted_mix(&COUNTRIES, &mut r),
+            city: r.below(3) as usize,
+            street: r.below(3) as usize,
+            house: RING_HOUSE + block % 9_000,
+        })
     }
 
     /// A customer index: 30% of the orders come from a loyal 5% of the customers.
@@ -529,6 +630,17 @@ impl Ctx {
         let t0 = self.start + self.curve.offset(q);
 
         let customer = self.customer(self.pick_customer(&mut rng));
+        let own = Address {
+            country: customer.country,
+            city: customer.city,
+            street: customer.street,
+            house: customer.house,
+        };
+        // Some orders of a ring block ship to its drop address.
+        let address = match self.ring_address(index / self.ring_block) {
+            Some(drop) if rng.random_bool((RING_ORDERS / self.ring_block as f64).min(0.5)) => drop,
+            _ => own,
+        };
 
         // Parcels and items: at least as many items as parcels.
         let parcels = 1 + pick_weighted(&[((), 55), ((), 30), ((), 10), ((), 5)], &mut rng);
@@ -557,15 +669,36 @@ impl Ctx {
 
         // Payment. Every follow-up of an order occurs at least MAX_DELAY after it, so it
         // always arrives after the ORDER_CREATED.
-        let mut pay_failed = None;
+        let c = customer.number;
+        let mut failures = [(0, 0, self.instrument(c, method, 0)); MAX_FAILURES];
+        let mut n_failures = 0;
         let mut pay_auth = None;
         let mut cancel = None;
-        if rng.random_bool(PAYMENT_FAIL_SHARE) {
+        if rng.random_bool(FRAUD_SHARE) {
+            // Stolen cards, one after the other, then another instrument that works.
+            let mut at = t0 + rng.random_range(4 * MINUTE..6 * MINUTE);
+            n_failures = rng.random_range(3..=MAX_FAILURES);
+            for failure in failures.iter_mut().take(n_failures) {
+                let card = self.instrument(c, 0, 1 + rng.random_range(0..1u64 << 30));
+                *failure = (at, rng.random_range(0..FAIL_REASONS.len()), card);
+                at += rng.random_range(20 * SECOND..100 * SECOND);
+            }
+            let other = 1 + rng.random_range(0..METHODS.len() - 1);
+            pay_auth = Some((
+                at + rng.random_range(0..2 * MINUTE),
+                self.instrument(c, other, 0),
+            ));
+        } else if rng.random_bool(PAYMENT_FAIL_SHARE) {
             let failed_at = t0 + rng.random_range(4 * MINUTE..12 * MINUTE);
-            pay_failed = Some((failed_at, rng.random_range(0..FAIL_REASONS.len())));
+            let reason = rng.random_range(0..FAIL_REASONS.len());
+            failures[0] = (failed_at, reason, self.instrument(c, method, 0));
+            n_failures = 1;
             if rng.random_bool(RETRY_SHARE) {
                 let other = (method + 1 + rng.random_range(0..METHODS.len() - 1)) % METHODS.len();
-                pay_auth = Some((failed_at + rng.random_range(3 * MINUTE..30 * MINUTE), other));
+                pay_auth = Some((
+                    failed_at + rng.random_range(3 * MINUTE..30 * MINUTE),
+                    self.instrument(c, other, 0),
+                ));
             } else {
                 cancel = Some((
                     failed_at + rng.random_range(10 * MINUTE..2 * HOUR),
@@ -573,20 +706,23 @@ impl Ctx {
                 ));
             }
         } else {
-            pay_auth = Some((t0 + rng.random_range(4 * MINUTE..15 * MINUTE), method));
+            pay_auth = Some((
+                t0 + rng.random_range(4 * MINUTE..15 * MINUTE),
+                self.instrument(c, method, 0),
+            ));
         }
         if cancel.is_none() && rng.random_bool(CANCEL_SHARE) {
             let reason = CANCEL_REASONS[pick_weighted(&CANCEL_REASONS, &mut rng)].0;
             cancel = Some((t0 + rng.random_range(20 * MINUTE..4 * HOUR), reason));
         }
 
-        // Shipping: normally 2–20 h after the order; deliveries 1–3 days after shipping.
+        // Shipping: normally 2–20 h after the order; deliveries 8–22 h after shipping.
         let mut ship = [None; MAX_PARCELS];
         let mut deliver = [0; MAX_PARCELS];
         for p in 0..parcels {
             let at = t0 + rng.random_range(2 * HOUR..20 * HOUR);
             ship[p] = Some(at);
-            deliver[p] = at + rng.random_range(DAY..3 * DAY);
+            deliver[p] = at + rng.random_range(DELIVERY.0..DELIVERY.1);
         }
         let roll: f64 = rng.random();
         let victim = rng.random_range(0..parcels);
@@ -601,7 +737,14 @@ impl Ctx {
                 t0 + SLA
             };
             ship[victim] = Some(at);
-            deliver[victim] = at + rng.random_range(DAY..3 * DAY);
+            deliver[victim] = at + rng.random_range(DELIVERY.0..DELIVERY.1);
+        }
+        // Perhaps one parcel that takes days to arrive.
+        if rng.random_bool(LATE_DELIVERY_SHARE) {
+            let p = rng.random_range(0..parcels);
+            if let Some(at) = ship[p] {
+                deliver[p] = at + rng.random_range(LATE_DELIVERY.0..LATE_DELIVERY.1);
+            }
         }
         if cancel.is_some() {
             // A cancelled order ships nothing.
@@ -649,7 +792,9 @@ impl Ctx {
             amount_cents,
             method,
             parcels,
-            pay_failed,
+            address,
+            failures,
+            n_failures,
             pay_auth,
             cancel,
             ship,
@@ -703,9 +848,10 @@ mod tests {
             for k in 0..s.n_abandoned {
                 assert!(s.abandoned[k].0 >= s.t0 - MAX_LEAD);
             }
-            for t in [s.pay_failed.map(|p| p.0), s.pay_auth.map(|p| p.0)]
-                .into_iter()
-                .flatten()
+            for t in s.failures[..s.n_failures]
+                .iter()
+                .map(|f| f.0)
+                .chain(s.pay_auth.map(|p| p.0))
             {
                 assert!(t >= s.t0 + MAX_DELAY);
             }
@@ -714,7 +860,7 @@ mod tests {
             }
             for p in 0..s.parcels {
                 if let Some(at) = s.ship[p] {
-                    assert!(at >= s.t0 + 2 * HOUR && s.deliver[p] >= at + DAY);
+                    assert!(at >= s.t0 + 2 * HOUR && s.deliver[p] >= at + DELIVERY.0);
                 }
             }
         }

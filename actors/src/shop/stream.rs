@@ -19,8 +19,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::noise::{noise_line, DeadLetter};
 use super::scenario::{
-    kind, pick_weighted_mix, sku_brand, sku_price_cents, Ctx, CustomerId, Scenario, SkuName,
-    SplitMix, CANCEL_REASONS, CARRIERS, CITIES, COUNTRIES, DELAYED_SHARE, DUPLICATE_SHARE,
+    kind, pick_weighted_mix, sku_brand, sku_price_cents, AddressKey, Ctx, CustomerId, Scenario,
+    SkuName, SplitMix, CANCEL_REASONS, CARRIERS, CITIES, COUNTRIES, DELAYED_SHARE, DUPLICATE_SHARE,
     FAIL_REASONS, FIRST_NAMES, HORIZON, LAST_NAMES, MAX_DELAY, MAX_LEAD, METHODS, MINUTE,
     NOISE_SHARE, STREETS,
 };
@@ -29,13 +29,59 @@ use crate::time::{format_rfc3339, Millis, MIN_TIME};
 
 /// One scheduled line. The derived order (arrival first) is the order lines are written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Entry {
-    arrival: Millis,
-    order: u32,
+pub(crate) struct Entry {
+    pub arrival: Millis,
+    pub order: u32,
+    pub kind: u8,
+    pub sub: u8,
+    /// 0 for the event itself, 1 for its duplicate.
+    pub copy: u8,
+}
+
+/// The line(s) of the event `(order, kind, sub)` occurring at `occurred`: the event itself and
+/// perhaps a duplicate, each with its arrival. `None` outside the observation window.
+pub(crate) fn copies(
+    ctx: &Ctx,
+    order: u64,
     kind: u8,
     sub: u8,
-    /// 0 for the event itself, 1 for its duplicate.
-    copy: u8,
+    occurred: Millis,
+) -> Option<(Entry, Option<Entry>)> {
+    if occurred < ctx.start || occurred > ctx.horizon {
+        return None;
+    }
+    let mut r = ctx.event_rng(order, kind, sub);
+    let delay = if r.chance(DELAYED_SHARE) {
+        r.below(MAX_DELAY as u64) as Millis
+    } else {
+        0
+    };
+    let entry = Entry {
+        arrival: occurred + delay,
+        order: order as u32,
+        kind,
+        sub,
+        copy: 0,
+    };
+    let duplicate = r.chance(DUPLICATE_SHARE).then(|| Entry {
+        arrival: occurred + r.below(MAX_DELAY as u64) as Millis,
+        copy: 1,
+        ..entry
+    });
+    Some((entry, duplicate))
+}
+
+/// The line of the event `(order, kind, sub)` that arrives first (the one a run processes; the
+/// other copy is a duplicate it ignores). `None` outside the observation window.
+pub(crate) fn first_arrival(
+    ctx: &Ctx,
+    order: u64,
+    kind: u8,
+    sub: u8,
+    occurred: Millis,
+) -> Option<Entry> {
+    let (entry, duplicate) = copies(ctx, order, kind, sub, occurred)?;
+    Some(duplicate.map_or(entry, |d| d.min(entry)))
 }
 
 /// Width of a bucket of the queue.
@@ -121,6 +167,8 @@ pub(crate) struct Stream {
     position: Millis,
     /// The last entry popped: entries come out strictly increasing (checked in debug builds).
     last: Option<Entry>,
+    /// The scenario of the last event line (not noise) written.
+    last_scenario: Option<Scenario>,
 }
 
 impl Stream {
@@ -137,6 +185,7 @@ impl Stream {
             max_valid: MIN_TIME,
             position: cfg.start,
             last: None,
+            last_scenario: None,
         }
     }
 
@@ -147,6 +196,13 @@ impl Stream {
     /// The largest occurred_at of any valid line written so far (`MIN_TIME` before any).
     pub(crate) fn max_valid(&self) -> Millis {
         self.max_valid
+    }
+
+    /// The last event line written (not noise): its entry, its scenario, and its event time.
+    pub(crate) fn last_event(&self) -> Option<(Entry, &Scenario, Millis)> {
+        let entry = self.last?;
+        let s = self.last_scenario.as_ref()?;
+        Some((entry, s, s.time_of(entry.kind, entry.sub)))
     }
 
     /// The arrival time of the last line written.
@@ -203,6 +259,7 @@ impl Stream {
         }
         self.position = entry.arrival;
         self.max_valid = self.max_valid.max(occurred);
+        self.last_scenario = Some(s);
         if self.noise_rng.random_bool(NOISE_SHARE) {
             self.noise_due = true;
         }
@@ -240,8 +297,8 @@ impl Stream {
             self.schedule(i, kind::ABANDONED, k as u8, s.abandoned[k].0);
         }
         self.schedule(i, kind::CREATED, 0, s.t0);
-        if let Some((at, _)) = s.pay_failed {
-            self.schedule(i, kind::PAY_FAILED, 0, at);
+        for (k, failure) in s.failures.iter().enumerate().take(s.n_failures) {
+            self.schedule(i, kind::PAY_FAILED, k as u8, failure.0);
         }
         if let Some((at, _)) = s.pay_auth {
             self.schedule(i, kind::PAY_AUTH, 0, at);
@@ -254,29 +311,11 @@ impl Stream {
     /// Queues an event occurring at `occurred` (if inside the observation window), with its
     /// arrival delay and perhaps a duplicate.
     fn schedule(&mut self, order: u64, kind: u8, sub: u8, occurred: Millis) {
-        if occurred < self.ctx.start || occurred > self.ctx.horizon {
-            return;
-        }
-        let mut r = self.ctx.event_rng(order, kind, sub);
-        let delay = if r.chance(DELAYED_SHARE) {
-            r.below(MAX_DELAY as u64) as Millis
-        } else {
-            0
-        };
-        let entry = Entry {
-            arrival: occurred + delay,
-            order: order as u32,
-            kind,
-            sub,
-            copy: 0,
-        };
-        self.queue.push(entry);
-        if r.chance(DUPLICATE_SHARE) {
-            self.queue.push(Entry {
-                arrival: occurred + r.below(MAX_DELAY as u64) as Millis,
-                copy: 1,
-                ..entry
-            });
+        if let Some((entry, duplicate)) = copies(&self.ctx, order, kind, sub, occurred) {
+            self.queue.push(entry);
+            if let Some(duplicate) = duplicate {
+                self.queue.push(duplicate);
+            }
         }
     }
 
@@ -317,7 +356,8 @@ impl Stream {
             }
             kind::CREATED => {
                 let c = &s.customer;
-                let country = COUNTRIES[c.country].0;
+                let a = s.address;
+                let country = COUNTRIES[a.country].0;
                 let _ = write!(
                     out,
                     r#","order_number":"{number}","customer_id":"{}","country":"{country}","amount":"#,
@@ -342,26 +382,42 @@ impl Stream {
                     money(out, sku_price_cents(item.sku));
                     let _ = write!(out, r#","quantity":{}}}"#, item.quantity);
                 }
-                let (city, zip) = CITIES[c.country][c.city];
+                let (city, zip) = CITIES[a.country][a.city];
                 let _ = write!(
                     out,
-                    r#"],"shipping_address":{{"name":"{} {}","street":"{}","house_number":"{}","zip":"{zip}","city":"{city}","country":"{country}"}}}}"#,
-                    FIRST_NAMES[c.first], LAST_NAMES[c.last], STREETS[c.country][c.street], c.house
+                    r#"],"shipping_address":{{"name":"{} {}","street":"{}","house_number":"{}","zip":"{zip}","city":"{city}","country":"{country}"}},"address_key":"{}"}}"#,
+                    FIRST_NAMES[c.first],
+                    LAST_NAMES[c.last],
+                    STREETS[a.country][a.street],
+                    a.house,
+                    AddressKey(a)
                 );
             }
             kind::PAY_FAILED => {
-                let reason = s.pay_failed.map(|p| p.1).unwrap_or(0);
+                let (_, reason, instrument) = s.failures[e.sub as usize];
                 let _ = write!(
                     out,
-                    r#","order_number":"{number}","reason":"{}","payment_method":"{}"}}"#,
-                    FAIL_REASONS[reason], METHODS[s.method].0
+                    r#","order_number":"{number}","customer_id":"{}","reason":"{}","payment_method":"{}","instrument":"{instrument}"}}"#,
+                    CustomerId(s.customer.number),
+                    FAIL_REASONS[reason],
+                    METHODS[instrument.method].0
                 );
             }
             kind::PAY_AUTH => {
-                let method = s.pay_auth.map(|p| p.1).unwrap_or(s.method);
-                let _ = write!(out, r#","order_number":"{number}","amount":"#);
+                let Some((_, instrument)) = s.pay_auth else {
+                    unreachable!("only scheduled for authorized payments")
+                };
+                let _ = write!(
+                    out,
+                    r#","order_number":"{number}","customer_id":"{}","amount":"#,
+                    CustomerId(s.customer.number)
+                );
                 money(out, s.amount_cents);
-                let _ = write!(out, r#","payment_method":"{}"}}"#, METHODS[method].0);
+                let _ = write!(
+                    out,
+                    r#","payment_method":"{}","instrument":"{instrument}"}}"#,
+                    METHODS[instrument.method].0
+                );
             }
             kind::CANCELLED => {
                 let reason = s.cancel.map(|c| c.1).unwrap_or(CANCEL_REASONS[0].0);

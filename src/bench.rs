@@ -1,0 +1,732 @@
+//! `vigil bench`: the end-to-end benchmark (issue 5).
+//!
+//! Generates a shop workload with the built-in generator, measures the parse-into-`Value`
+//! ceiling on one thread, then runs every measured configuration of Vigil in a child process
+//! of its own (`vigil bench --child TOPOLOGY`), so that each configuration's peak RSS
+//! (`VmHWM`) is its own. Every figure it prints is a ratio or a rate measured in this one run;
+//! see docs/performance.md.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use vigil_actors::job::{self, RunOptions};
+use vigil_actors::shop::{self, ShopConfig};
+
+/// The example topology the full benchmark topology is built from.
+const ORDER_FULFILMENT: &str = include_str!("../examples/order-fulfilment/topology.toml");
+
+/// The velocity window (examples/order-velocity) and the two CEP patterns
+/// (examples/order-patterns), on the same generated events, with their sinks.
+const VELOCITY_AND_PATTERNS: &str = r#"
+[processes.order_velocity]
+template = "window"
+name = "ORDER_VELOCITY"
+events = ["ORDER_CREATED"]
+group_by = ["country"]
+size = "1h"
+slide = "15m"
+allowed_lateness = "10m"
+
+[processes.order_velocity.aggregates]
+orders = "count"
+revenue = { sum = "amount" }
+average_basket = { avg = "amount" }
+largest_basket = { max = "amount" }
+customers = { distinct_count = "customer_id" }
+
+[processes.all_parcels_shipped]
+template = "pattern"
+name = "ALL_PARCELS_SHIPPED"
+within = "24h"
+timeout = "SHIPPING_TIMEOUT"
+
+[[processes.all_parcels_shipped.steps]]
+name = "created"
+on = "ORDER_CREATED"
+
+[[processes.all_parcels_shipped.steps]]
+name = "shipped"
+on = "PARCEL_SHIPPED"
+times_from = "created.parcels"
+
+[processes.unpaid]
+template = "pattern"
+name = "ORDER_UNPAID"
+within = "30m"
+
+[[processes.unpaid.steps]]
+name = "created"
+on = "ORDER_CREATED"
+
+[[processes.unpaid.steps]]
+name = "paid"
+on = "PAYMENT_AUTHORIZED"
+where = "event.amount >= created.amount"
+occurs = "never"
+
+[sinks.velocity]
+kind = "file"
+path = "${VIGIL_OUT:-out}/order_velocity.jsonl"
+inputs = ["order_velocity"]
+kinds = ["window"]
+
+[sinks.patterns]
+kind = "file"
+path = "${VIGIL_OUT:-out}/patterns.jsonl"
+inputs = ["all_parcels_shipped", "unpaid"]
+kinds = ["pattern"]
+"#;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Orders of the generated shop day (~7.5 lines per order: 150 000 give ~1.1 million).
+    #[arg(long, default_value_t = 150_000)]
+    orders: u64,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Working directory (data, topologies, state and outputs of every configuration).
+    #[arg(long, default_value = "bench")]
+    dir: PathBuf,
+    /// Runs of each configuration; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Distinct keys of the small and the large key-scaling workload.
+    #[arg(long, default_value_t = 10_000)]
+    keys_small: u64,
+    #[arg(long, default_value_t = 1_000_000)]
+    keys_large: u64,
+    /// Events of each key-scaling workload (at least `keys_large`).
+    #[arg(long, default_value_t = 1_000_000)]
+    key_events: u64,
+    /// Only these parts (comma separated): ceiling, full, checkpoint, keys, scale, latency.
+    #[arg(long, default_value = "ceiling,full,checkpoint,keys,scale,latency")]
+    parts: String,
+    /// Keep the generated data of an earlier run with the same --orders and --seed.
+    #[arg(long)]
+    reuse: bool,
+    /// ORDER_CREATED + PARCEL_SHIPPED pairs fed to stdin in the latency measurement.
+    #[arg(long, default_value_t = 100_000)]
+    latency_pairs: u64,
+    /// Internal: run one configuration and report on stdout (used by the parent).
+    #[arg(long, hide = true)]
+    child: Option<PathBuf>,
+}
+
+/// What a child run reports.
+#[derive(Debug, Clone, Default)]
+struct ChildReport {
+    lines: u64,
+    /// Seconds inside `job::run` (opening state, reading, processing, final checkpoint).
+    secs: f64,
+    /// Seconds from the child's `main` to the first line read.
+    first_line_secs: f64,
+    /// Peak resident set size, KiB (`VmHWM`).
+    hwm_kib: u64,
+    records: u64,
+    /// Wall time of the whole child process as the parent saw it.
+    wall: f64,
+}
+
+impl ChildReport {
+    fn rate(&self) -> f64 {
+        self.lines as f64 / self.secs.max(1e-9)
+    }
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    if let Some(topology) = &args.child {
+        return child(topology);
+    }
+    let started = Instant::now();
+    let parts: Vec<&str> = args.parts.split(',').map(str::trim).collect();
+    let want = |part: &str| parts.contains(&part);
+    std::fs::create_dir_all(&args.dir)?;
+    let dir = args.dir.canonicalize()?;
+    let data = dir.join(format!("shop-{}-{}", args.orders, args.seed));
+    println!(
+        "== vigil bench: {} cores available, {} rep(s) per configuration, medians reported",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        args.reps
+    );
+    let shop_needed = ["ceiling", "full", "checkpoint"].iter().any(|p| want(p));
+    let lines = if !shop_needed {
+        0
+    } else if args.reuse && data.join("events-0000.jsonl").exists() {
+        let n = count_lines(&event_files(&data)?)?;
+        println!("workload: reusing {n} lines under {}", data.display());
+        n
+    } else {
+        let _ = std::fs::remove_dir_all(&data);
+        let config = ShopConfig {
+            seed: args.seed,
+            orders: args.orders,
+            ..ShopConfig::default()
+        };
+        let t = Instant::now();
+        let summary = shop::generate(&config, &data, &mut |_, _| {})
+            .with_context(|| format!("cannot write to {}", data.display()))?;
+        println!(
+            "workload: {} orders, {} lines ({} events, {} duplicates, {} malformed) in {} file(s), generated in {:.1} s",
+            args.orders,
+            summary.lines,
+            summary.events,
+            summary.duplicates,
+            summary.malformed,
+            summary.files.len(),
+            t.elapsed().as_secs_f64()
+        );
+        summary.lines
+    };
+    if shop_needed && lines < 1_000_000 {
+        println!("note: fewer than 1 million lines; raise --orders for the issue's workload");
+    }
+
+    let mut ceiling = None;
+    if want("ceiling") {
+        let files = event_files(&data)?;
+        let runs: Vec<f64> = (0..args.reps)
+            .map(|_| parse_ceiling(&files))
+            .collect::<Result<_>>()?;
+        let rate = median(runs.clone());
+        println!(
+            "\n== ceiling: read + serde_json::from_str::<Value> per line, one thread\n  {} events/s (runs: {})",
+            fmt_rate(rate),
+            runs.iter().map(|r| fmt_rate(*r)).collect::<Vec<_>>().join(", ")
+        );
+        ceiling = Some(rate);
+    }
+
+    let full = |workers: usize, interval: &str| -> String { full_topology(workers, interval) };
+    let mut full_one = None;
+    if want("full") {
+        println!("\n== full topology: order-fulfilment + velocity window + 2 patterns, file source and sinks, checkpoints every 1 s");
+        let one = measure(&dir, "full-w1", &full(1, "1s"), &data, args.reps)?;
+        report("1 worker thread", &one, ceiling);
+        let all = measure(&dir, "full-wall", &full(0, "1s"), &data, args.reps)?;
+        report("all cores (workers = 0)", &all, ceiling);
+        println!(
+            "  all cores / 1 worker: {:.2}x",
+            all.rate() / one.rate().max(1e-9)
+        );
+        let fulfilment = measure(
+            &dir,
+            "fulfilment-w1",
+            &topology_with(ORDER_FULFILMENT, 1, "1s"),
+            &data,
+            args.reps,
+        )?;
+        report("order-fulfilment alone, 1 worker", &fulfilment, ceiling);
+        full_one = Some(one);
+    }
+
+    if want("checkpoint") {
+        println!("\n== checkpoint overhead: full topology, 1 worker, checkpoint_interval 1s vs 1h (effectively only the final one)");
+        let on = match &full_one {
+            Some(r) => r.clone(),
+            None => measure(&dir, "full-w1", &full(1, "1s"), &data, args.reps)?,
+        };
+        let off = measure(&dir, "full-w1-nockpt", &full(1, "1h"), &data, args.reps)?;
+        report("checkpoints every 1 s", &on, ceiling);
+        report("checkpoints off", &off, ceiling);
+        println!(
+            "  throughput cost of 1 s checkpoints: {:.1}% (target <= 15%)",
+            100.0 * (1.0 - on.rate() / off.rate().max(1e-9))
+        );
+    }
+
+    if want("keys") || want("scale") {
+        let small = dir.join(format!("keys-{}", args.keys_small));
+        let large = dir.join(format!("keys-{}", args.keys_large));
+        let events = args.key_events.max(args.keys_large);
+        for (path, keys) in [(&small, args.keys_small), (&large, args.keys_large)] {
+            if !(args.reuse && path.join("events-0000.jsonl").exists()) {
+                let _ = std::fs::remove_dir_all(path);
+                write_key_workload(path, events, keys)?;
+            }
+        }
+        let topology = topology_with(ORDER_FULFILMENT, 1, "1s");
+        if want("keys") {
+            println!("\n== key scaling: {events} ORDER_CREATED events over N distinct order numbers, order-fulfilment, 1 worker");
+            let s = measure(&dir, "keys-small", &topology, &small, args.reps)?;
+            report(&format!("{} keys", args.keys_small), &s, None);
+            let l = measure(&dir, "keys-large", &topology, &large, args.reps)?;
+            report(&format!("{} keys", args.keys_large), &l, None);
+            println!(
+                "  {} keys / {} keys throughput: {:.2} (target >= 0.5)",
+                args.keys_large,
+                args.keys_small,
+                l.rate() / s.rate().max(1e-9)
+            );
+        }
+        if want("scale") {
+            println!("\n== scale: {} open orders (ORDER_CREATED only, none finished), then a restart over that state", args.keys_large);
+            let (first, restart) = scale_run(&dir, &topology, &large)?;
+            report("first run", &first, None);
+            println!(
+                "  restart: {:.3} s process wall time, {:.3} s from main to first line read, peak RSS {} (1 new line processed)",
+                restart.wall,
+                restart.first_line_secs,
+                fmt_kib(restart.hwm_kib)
+            );
+        }
+    }
+    if want("latency") {
+        println!("\n== latency: order-fulfilment, stdin source, stdout sink, 1 worker; ORDER_CREATED + PARCEL_SHIPPED pairs (1 parcel): each PARCEL_SHIPPED emits ALL_PARCELS_SHIPPED");
+        let toml = dir.join("latency.toml");
+        std::fs::write(&toml, latency_topology())?;
+        let pairs = args.latency_pairs;
+        let max = latency_run(&dir, &toml, pairs, None)?;
+        println!(
+            "  unthrottled: {} lines/s fed and processed",
+            fmt_rate(max.rate)
+        );
+        let half = latency_run(&dir, &toml, pairs, Some(max.rate / 2.0))?;
+        println!(
+            "  at half that ({} lines/s target, {} achieved): {} outputs; event-to-output latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 <= 10 ms)",
+            fmt_rate(max.rate / 2.0),
+            fmt_rate(half.rate),
+            half.latencies_ms.len(),
+            percentile(&half.latencies_ms, 0.50),
+            percentile(&half.latencies_ms, 0.99),
+            percentile(&half.latencies_ms, 1.0),
+        );
+    }
+    println!("\nbench done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The full benchmark topology: order-fulfilment plus velocity and patterns.
+fn full_topology(workers: usize, interval: &str) -> String {
+    topology_with(
+        &format!("{ORDER_FULFILMENT}\n{VELOCITY_AND_PATTERNS}"),
+        workers,
+        interval,
+    )
+}
+
+/// `base` with `[job] workers` and `[state] checkpoint_interval` set.
+fn topology_with(base: &str, workers: usize, interval: &str) -> String {
+    let mut text = String::with_capacity(base.len() + 64);
+    for line in base.lines() {
+        if line.starts_with("checkpoint_interval") {
+            continue;
+        }
+        text.push_str(line);
+        text.push('\n');
+        if line.trim() == "[job]" {
+            let _ = writeln!(text, "workers = {workers}");
+        }
+        if line.trim() == "[state]" {
+            let _ = writeln!(text, "checkpoint_interval = \"{interval}\"");
+        }
+    }
+    text
+}
+
+fn event_files(data: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("events-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no events-*.jsonl under {}", data.display());
+    }
+    Ok(files)
+}
+
+fn count_lines(files: &[PathBuf]) -> Result<u64> {
+    let mut n = 0;
+    for file in files {
+        n += BufReader::new(std::fs::File::open(file)?).lines().count() as u64;
+    }
+    Ok(n)
+}
+
+/// Lines per second of reading the files and parsing every line into a `serde_json::Value`
+/// on this thread (malformed lines count: they are read and rejected, as Vigil does).
+fn parse_ceiling(files: &[PathBuf]) -> Result<f64> {
+    let started = Instant::now();
+    let mut lines = 0u64;
+    let mut objects = 0u64;
+    let mut line = String::with_capacity(1024);
+    for file in files {
+        let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(file)?);
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                break;
+            }
+            lines += 1;
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(line.trim_end()) {
+                objects += u64::from(value.is_object());
+                std::hint::black_box(value);
+            }
+        }
+    }
+    std::hint::black_box(objects);
+    Ok(lines as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Runs `topology` over `data` `reps` times, each in a fresh state and output directory;
+/// returns the run with the median throughput.
+fn measure(
+    dir: &Path,
+    name: &str,
+    topology: &str,
+    data: &Path,
+    reps: usize,
+) -> Result<ChildReport> {
+    let toml = dir.join(format!("{name}.toml"));
+    std::fs::write(&toml, topology)?;
+    let mut runs = Vec::new();
+    for _ in 0..reps.max(1) {
+        let work = dir.join("runs").join(name);
+        let _ = std::fs::remove_dir_all(&work);
+        runs.push(spawn_child(&toml, data, &work)?);
+    }
+    let rates: Vec<String> = runs.iter().map(|r| fmt_rate(r.rate())).collect();
+    println!("  [{name}] runs: {} lines/s", rates.join(", "));
+    runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    Ok(runs[runs.len() / 2].clone())
+}
+
+/// Runs `vigil bench --child TOML` with the data, output and state under `work`.
+fn spawn_child(toml: &Path, data: &Path, work: &Path) -> Result<ChildReport> {
+    std::fs::create_dir_all(work)?;
+    let exe = std::env::current_exe()?;
+    let started = Instant::now();
+    let output = Process::new(exe)
+        .arg("bench")
+        .arg("--child")
+        .arg(toml)
+        .env("VIGIL_DATA", data)
+        .env("VIGIL_OUT", work.join("out"))
+        .env("VIGIL_STATE", work.join("state"))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or("warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()?;
+    let wall = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "child run of {} failed: {}\n{stdout}",
+            toml.display(),
+            output.status
+        );
+    }
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("BENCH "))
+        .with_context(|| format!("no report from the child run:\n{stdout}"))?;
+    let mut report = ChildReport {
+        wall,
+        ..ChildReport::default()
+    };
+    for field in line["BENCH ".len()..].split_whitespace() {
+        let Some((name, value)) = field.split_once('=') else {
+            continue;
+        };
+        match name {
+            "lines" => report.lines = value.parse()?,
+            "secs" => report.secs = value.parse()?,
+            "first_line_secs" => report.first_line_secs = value.parse()?,
+            "hwm_kib" => report.hwm_kib = value.parse()?,
+            "records" => report.records = value.parse()?,
+            _ => {}
+        }
+    }
+    Ok(report)
+}
+
+/// The child: compile the topology (with the environment the parent set), run it, report.
+fn child(topology: &Path) -> Result<ExitCode> {
+    let started = Instant::now();
+    let spec = match vigil_topology::compile_file(topology) {
+        Ok(spec) => spec,
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let lines = Arc::new(AtomicU64::new(0));
+    let first_line = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (lines, first_line, done) = (lines.clone(), first_line.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if lines.load(Ordering::Relaxed) > 0 {
+                    first_line.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let options = RunOptions {
+        lines_read: Some(lines),
+        ..RunOptions::default()
+    };
+    let t = Instant::now();
+    let summary = job::run(spec, options)?;
+    let secs = t.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    let records: u64 = summary.sinks.iter().map(|(_, n)| n).sum();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "BENCH lines={} secs={secs:.6} first_line_secs={:.6} hwm_kib={} records={records}",
+        summary.lines_this_run,
+        first_line.load(Ordering::Relaxed) as f64 / 1e6,
+        vm_hwm_kib().unwrap_or(0)
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// This process's peak resident set size (`VmHWM` in /proc/self/status), KiB.
+fn vm_hwm_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `events` ORDER_CREATED lines over `keys` distinct order numbers (key `i % keys`), one
+/// millisecond apart, each with its own event id: with fewer keys than events, later events of
+/// a key are repeated starts (ignored by the process, but each is a lookup, a dedup check and
+/// a handler call of a resident instance).
+fn write_key_workload(dir: &Path, events: u64, keys: u64) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let file = std::fs::File::create(dir.join("events-0000.jsonl"))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let start = 1_793_577_600_000i64; // 2026-11-02T00:00:00Z
+    for i in 0..events {
+        let key = i % keys.max(1);
+        writeln!(
+            out,
+            r#"{{"type":"ORDER_CREATED","event_id":"evt-{i:016x}","occurred_at":{},"order_number":"ORD-{key:010}","customer_id":"CUS-{:08}","country":"DE","amount":{}.95,"payment_method":"card","parcels":1}}"#,
+            start + i as i64,
+            key % 500_000,
+            10 + key % 190
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The scale run: the large key workload (every order open) from empty state, then one more
+/// event in a new file and a second run over the same state (the restart).
+fn scale_run(dir: &Path, topology: &str, data: &Path) -> Result<(ChildReport, ChildReport)> {
+    let toml = dir.join("scale.toml");
+    std::fs::write(&toml, topology)?;
+    let work = dir.join("runs").join("scale");
+    let _ = std::fs::remove_dir_all(&work);
+    let extra = data.join("events-0001.jsonl");
+    let _ = std::fs::remove_file(&extra);
+    let first = spawn_child(&toml, data, &work)?;
+    std::fs::write(
+        &extra,
+        r#"{"type":"ORDER_CREATED","event_id":"evt-restart","occurred_at":1793587600000,"order_number":"ORD-RESTART","customer_id":"CUS-1","country":"DE","amount":10.0,"payment_method":"card","parcels":1}
+"#,
+    )?;
+    let restart = spawn_child(&toml, data, &work);
+    let _ = std::fs::remove_file(&extra);
+    Ok((first, restart?))
+}
+
+fn report(label: &str, r: &ChildReport, ceiling: Option<f64>) {
+    let ratio = ceiling
+        .map(|c| format!(", {:.1}% of the ceiling", 100.0 * r.rate() / c))
+        .unwrap_or_default();
+    println!(
+        "  {label}: {} lines/s ({} lines in {:.2} s{ratio}); peak RSS {}; {} records",
+        fmt_rate(r.rate()),
+        r.lines,
+        r.secs,
+        fmt_kib(r.hwm_kib),
+        r.records
+    );
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn fmt_rate(r: f64) -> String {
+    format!("{:.0}", r)
+}
+
+fn fmt_kib(kib: u64) -> String {
+    format!("{:.0} MiB", kib as f64 / 1024.0)
+}
+
+/// order-fulfilment reading stdin and writing its records to stdout (line buffered: a record
+/// is visible to the reader of stdout as soon as the shard writes it).
+fn latency_topology() -> String {
+    let mut text = String::new();
+    let mut skip = false;
+    for line in topology_with(ORDER_FULFILMENT, 1, "1s").lines() {
+        if line.starts_with('[') {
+            skip = line.starts_with("[sources.") || line.starts_with("[sinks.");
+        }
+        if !skip {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text.push_str(
+        r#"
+[sources.feed]
+kind = "stdin"
+
+[sinks.stdout]
+kind = "stdout"
+inputs = ["order"]
+kinds = ["event", "alert"]
+"#,
+    );
+    text
+}
+
+struct LatencyRun {
+    /// Input lines per second over the run (feeding and processing).
+    rate: f64,
+    latencies_ms: Vec<f64>,
+}
+
+/// Feeds `pairs` ORDER_CREATED + PARCEL_SHIPPED pairs (as fast as possible, or paced at
+/// `rate` lines/s, written every millisecond) to a `vigil run` child's stdin and times each
+/// ALL_PARCELS_SHIPPED record on its stdout from the moment its PARCEL_SHIPPED line was
+/// written (flushed into the pipe).
+fn latency_run(dir: &Path, toml: &Path, pairs: u64, rate: Option<f64>) -> Result<LatencyRun> {
+    let work = dir.join("runs").join("latency");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let mut child = Process::new(std::env::current_exe()?)
+        .arg("run")
+        .arg("--quiet")
+        .arg(toml)
+        .env("VIGIL_OUT", work.join("out"))
+        .env("VIGIL_STATE", work.join("state"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let base = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..pairs).map(|_| AtomicU64::new(0)).collect());
+    let stdout = child.stdout.take().context("child stdout")?;
+    let collector = {
+        let sent = sent.clone();
+        std::thread::spawn(move || -> Vec<f64> {
+            let mut latencies = Vec::with_capacity(sent.len());
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let now = base.elapsed().as_nanos() as u64;
+                let Some(at) = line.find("\"key\":\"ORD-") else {
+                    continue;
+                };
+                let digits: String = line[at + 11..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                let Ok(i) = digits.parse::<usize>() else {
+                    continue;
+                };
+                if let Some(t) = sent.get(i).map(|t| t.load(Ordering::Acquire)) {
+                    if t > 0 && line.contains("ALL_PARCELS_SHIPPED") {
+                        latencies.push(now.saturating_sub(t) as f64 / 1e6);
+                    }
+                }
+            }
+            latencies
+        })
+    };
+    let mut stdin =
+        std::io::BufWriter::with_capacity(1 << 16, child.stdin.take().context("stdin")?);
+    let start = 1_793_577_600_000i64;
+    let started = Instant::now();
+    let mut pending: Vec<usize> = Vec::new();
+    let mut line = String::with_capacity(512);
+    let mut written = 0u64;
+    for i in 0..pairs {
+        for shipped in [false, true] {
+            line.clear();
+            let t = start + 2 * i as i64 + i64::from(shipped);
+            if shipped {
+                let _ = writeln!(
+                    line,
+                    r#"{{"type":"PARCEL_SHIPPED","event_id":"evt-s{i}","occurred_at":{t},"order_number":"ORD-{i:010}","parcel_id":"P{i}-1","carrier":"DHL"}}"#
+                );
+                pending.push(i as usize);
+            } else {
+                let _ = writeln!(
+                    line,
+                    r#"{{"type":"ORDER_CREATED","event_id":"evt-c{i}","occurred_at":{t},"order_number":"ORD-{i:010}","customer_id":"CUS-{:08}","country":"DE","amount":19.95,"payment_method":"card","parcels":1}}"#,
+                    i % 500_000
+                );
+            }
+            stdin.write_all(line.as_bytes())?;
+            written += 1;
+        }
+        let due = rate.map(|r| Duration::from_secs_f64(written as f64 / r));
+        let flush = match due {
+            Some(due) => {
+                let ahead = due.saturating_sub(started.elapsed());
+                if ahead >= Duration::from_millis(1) {
+                    std::thread::sleep(ahead);
+                    true
+                } else {
+                    pending.len() >= 64
+                }
+            }
+            None => pending.len() >= 512,
+        };
+        if flush || i + 1 == pairs {
+            stdin.flush()?;
+            let now = base.elapsed().as_nanos() as u64;
+            for p in pending.drain(..) {
+                sent[p].store(now.max(1), Ordering::Release);
+            }
+        }
+    }
+    stdin.flush()?;
+    drop(stdin);
+    let status = child.wait()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut latencies = collector
+        .join()
+        .map_err(|_| anyhow::anyhow!("collector panicked"))?;
+    if !status.success() {
+        bail!("latency child run failed: {status}");
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(LatencyRun {
+        rate: written as f64 / elapsed,
+        latencies_ms: latencies,
+    })
+}
+
+/// The `q` quantile of sorted values (0 when empty).
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
