@@ -5,7 +5,7 @@ LOOM_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)/loom
 
 .PHONY: demo test fmt lint unit loom bench kafka-broker
 
-## Generate a realistic day of shop traffic, monitor it with the example, check the result.
+## Generate a realistic day of shop traffic, monitor it with examples/shop-day, check the result.
 demo:
 	$(CARGO) run --release -- demo
 
