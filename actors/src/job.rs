@@ -155,63 +155,15 @@ pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, RunError> {
     let process_names: Vec<String> = spec.processes.iter().map(|p| p.name.clone()).collect();
     let sinks = Sinks::open(&spec.name, &process_names, &spec.sinks, &spec.dead_letter)
         .map_err(RunError::Sinks)?;
-    let shards = spec.shards.max(1);
-    let workers = match spec.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    }
-    .min(shards as usize);
-    let job = Arc::new(JobContext {
-        job: spec.name.clone(),
-        state_dir: spec.state_dir.clone(),
-        process_names,
-        templates,
-        sinks,
-        gate: Gate::new(4 * shards as usize),
-        checkpoint_interval: spec.checkpoint_interval,
-        passivate_after: spec.passivate_after,
-        max_resident: 100_000,
-        dedup_retention: spec.dedup_retention,
-        max_retries: spec.max_retries,
-        faults: options.faults.clone(),
-        fatal: Mutex::new(None),
-        layout: Layout {
-            job: spec.name.clone(),
-            shards,
-            processes: spec.processes.iter().map(|p| p.name.clone()).collect(),
-            sources: spec.sources.iter().map(|s| s.name.clone()).collect(),
-        },
-    });
+    let host = ShardHost::start(&spec, templates, sinks, options.faults.clone());
+    let (job, addrs) = (&host.job, &host.addrs);
 
-    let system = System::new();
-    let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
-    let addrs: Vec<Addr<Shard>> = (0..shards)
-        .map(|i| {
-            let job = job.clone();
-            Supervisor::start_in_arbiter(&arbiters[i as usize % workers].handle(), move |_| {
-                Shard::new(i, job)
-            })
-        })
-        .collect();
-    let stop_runtime = |arbiters: Vec<Arbiter>| {
-        for arbiter in arbiters {
-            arbiter.stop();
-            let _ = arbiter.join();
-        }
-    };
-
-    let statuses = system.block_on(ask_all(&addrs, || Recover));
-    let statuses = match statuses {
-        Ok(s) => s,
-        Err(e) => {
-            stop_runtime(arbiters);
-            return Err(RunError::Shard(e));
-        }
-    };
+    let statuses = host
+        .block_on(ask_all(addrs, || Recover))
+        .map_err(RunError::Shard)?;
     for status in statuses.iter().filter(|s| s.created) {
         let sinks = job.sinks.holding_records_of(status.shard);
         if !sinks.is_empty() {
-            stop_runtime(arbiters);
             return Err(RunError::Incompatible {
                 dir: spec.state_dir.display().to_string(),
                 message: format!(
@@ -223,22 +175,17 @@ pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, RunError> {
             });
         }
     }
-    let result = read_input(&spec, &router, &job, &addrs, &statuses, &options);
-    let (lines_this_run, resumed_at, final_watermark, finished) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            stop_runtime(arbiters);
-            return Err(e);
-        }
-    };
+    let (lines_this_run, resumed_at, final_watermark, finished) =
+        read_input(&spec, &router, job, addrs, &statuses, &options)?;
     let statuses = if finished {
-        system.block_on(ask_all(&addrs, || Finish {
+        host.block_on(ask_all(addrs, || Finish {
             watermark: final_watermark,
         }))
     } else {
-        system.block_on(ask_all(&addrs, || Checkpoint))
+        host.block_on(ask_all(addrs, || Checkpoint))
     };
-    stop_runtime(arbiters);
+    let sinks = job.sinks.written();
+    drop(host);
     let statuses = statuses.map_err(RunError::Shard)?;
 
     let mut summary = RunSummary {
@@ -250,19 +197,103 @@ pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, RunError> {
         live_instances: 0,
         tombstones: 0,
         pending_timers: 0,
-        sinks: job.sinks.written(),
+        sinks,
         elapsed: started.elapsed(),
         shard_restarts: 0,
         finished,
     };
     for status in &statuses {
-        summary.counts.add(&status.counts);
-        summary.live_instances += status.live_instances;
-        summary.tombstones += status.tombstones;
-        summary.pending_timers += status.pending_timers;
-        summary.shard_restarts += status.restarts;
+        summary.add(status);
     }
     Ok(summary)
+}
+
+impl RunSummary {
+    /// Adds a shard's counts and census to the totals.
+    pub fn add(&mut self, status: &ShardStatus) {
+        self.counts.add(&status.counts);
+        self.live_instances += status.live_instances;
+        self.tombstones += status.tombstones;
+        self.pending_timers += status.pending_timers;
+        self.shard_restarts += status.restarts;
+    }
+}
+
+/// The shard actors of a job, one per shard, spread over worker threads (actix arbiters);
+/// dropping it stops the workers.
+pub struct ShardHost {
+    system: actix::SystemRunner,
+    arbiters: Vec<Arbiter>,
+    pub addrs: Vec<Addr<Shard>>,
+    pub job: Arc<JobContext>,
+}
+
+impl ShardHost {
+    /// Starts every shard actor of `spec` (not yet recovered: send [`Recover`]).
+    pub fn start(
+        spec: &JobSpec,
+        templates: Vec<Box<dyn DynTemplate>>,
+        sinks: Sinks,
+        faults: Faults,
+    ) -> ShardHost {
+        let shards = spec.shards.max(1);
+        let workers = match spec.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(shards as usize);
+        let job = Arc::new(JobContext {
+            job: spec.name.clone(),
+            state_dir: spec.state_dir.clone(),
+            process_names: spec.processes.iter().map(|p| p.name.clone()).collect(),
+            templates,
+            sinks,
+            gate: Gate::new(4 * shards as usize),
+            checkpoint_interval: spec.checkpoint_interval,
+            passivate_after: spec.passivate_after,
+            max_resident: 100_000,
+            dedup_retention: spec.dedup_retention,
+            max_retries: spec.max_retries,
+            faults,
+            fatal: Mutex::new(None),
+            layout: Layout {
+                job: spec.name.clone(),
+                shards,
+                processes: spec.processes.iter().map(|p| p.name.clone()).collect(),
+                sources: spec.sources.iter().map(|s| s.name.clone()).collect(),
+            },
+        });
+        let system = System::new();
+        let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
+        let addrs = (0..shards)
+            .map(|i| {
+                let job = job.clone();
+                Supervisor::start_in_arbiter(&arbiters[i as usize % workers].handle(), move |_| {
+                    Shard::new(i, job)
+                })
+            })
+            .collect();
+        ShardHost {
+            system,
+            arbiters,
+            addrs,
+            job,
+        }
+    }
+
+    /// Runs `future` (typically asking shards) to completion on this thread.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.system.block_on(future)
+    }
+}
+
+impl Drop for ShardHost {
+    fn drop(&mut self) {
+        for arbiter in self.arbiters.drain(..) {
+            arbiter.stop();
+            let _ = arbiter.join();
+        }
+    }
 }
 
 /// The templates of the job's processes, in order: `options.templates` if given, else built

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
 use vigil_actors::spec::KafkaSpec;
 
@@ -29,9 +29,12 @@ pub fn config(kafka: &KafkaSpec, vigil_defaults: &[(&str, &str)]) -> ClientConfi
     config
 }
 
-/// The number of partitions of `topic`, `None` if it does not exist.
-pub fn partitions(kafka: &KafkaSpec, topic: &str) -> Result<Option<i32>, KafkaError> {
-    let consumer: BaseConsumer = config(kafka, &[]).create()?;
+/// The number of partitions of `topic`, `None` if it does not exist, asked through any
+/// consumer of the cluster.
+pub fn partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> Result<Option<i32>, KafkaError> {
     let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
     Ok(metadata
         .topics()
@@ -41,11 +44,10 @@ pub fn partitions(kafka: &KafkaSpec, topic: &str) -> Result<Option<i32>, KafkaEr
 }
 
 /// Every topic of the cluster whose name `pattern` matches, with its partition count.
-pub fn topics_matching(
-    kafka: &KafkaSpec,
+pub fn topics_matching<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     pattern: &regex::Regex,
 ) -> Result<Vec<(String, i32)>, KafkaError> {
-    let consumer: BaseConsumer = config(kafka, &[]).create()?;
     let metadata = consumer.fetch_metadata(None, REQUEST_TIMEOUT)?;
     Ok(metadata
         .topics()
@@ -64,7 +66,8 @@ pub fn ensure_topic(
     partitions: i32,
     exact: bool,
 ) -> Result<i32, KafkaError> {
-    if let Some(found) = self::partitions(kafka, topic)? {
+    let metadata: BaseConsumer = config(kafka, &[]).create()?;
+    if let Some(found) = self::partitions(&metadata, topic)? {
         if exact && found != partitions {
             return Err(KafkaError::Topology(format!(
                 "topic `{topic}` has {found} partitions, but the job has {partitions} shards; \
@@ -93,7 +96,7 @@ pub fn ensure_topic(
     }
     // Metadata catches up with a new topic after a moment.
     for _ in 0..100 {
-        if let Some(found) = self::partitions(kafka, topic)? {
+        if let Some(found) = self::partitions(&metadata, topic)? {
             return Ok(found);
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -20,7 +20,7 @@ use vigil_actors::enrich::Enricher;
 use vigil_actors::event::Decoder;
 use vigil_actors::hash::{shard_of, stable_hash64};
 use vigil_actors::job::Router;
-use vigil_actors::spec::{JobSpec, KafkaSpec, SourceKind};
+use vigil_actors::spec::{JobSpec, SourceKind};
 use vigil_actors::time::{Millis, MIN_TIME};
 
 use crate::client::{self, REQUEST_TIMEOUT};
@@ -87,18 +87,21 @@ impl Inputs {
     }
 
     /// Every partition of the input topics, as `topic/partition`.
-    fn partitions(&self, kafka: &KafkaSpec) -> Result<BTreeSet<String>, KafkaError> {
+    fn partitions(
+        &self,
+        consumer: &BaseConsumer<DefaultConsumerContext>,
+    ) -> Result<BTreeSet<String>, KafkaError> {
         let topics = match self {
             Inputs::Topics(topics) => {
                 let mut found = Vec::new();
                 for topic in topics {
-                    if let Some(n) = client::partitions(kafka, topic)? {
+                    if let Some(n) = client::partitions(consumer, topic)? {
                         found.push((topic.clone(), n));
                     }
                 }
                 found
             }
-            Inputs::Pattern(p) => client::topics_matching(kafka, p)?,
+            Inputs::Pattern(p) => client::topics_matching(consumer, p)?,
         };
         Ok(topics
             .into_iter()
@@ -151,7 +154,7 @@ impl Ingest {
         let topic = kafka.repartition_topic.as_str();
 
         let mut owned: HashMap<String, Owned> = HashMap::new();
-        let mut known = inputs.partitions(kafka)?;
+        let mut known = inputs.partitions(&consumer)?;
         let mut known_at = Instant::now();
         let mut last_marks = Instant::now() - MARK_INTERVAL;
         let mut last_commit = Instant::now();
@@ -160,55 +163,24 @@ impl Ingest {
         info!(group, partitions = known.len(), "ingest started");
 
         while !self.stop.load(Ordering::Relaxed) {
-            match consumer.poll(Duration::from_millis(50)) {
-                Some(Ok(message)) => {
-                    let src = format!("{}/{}", message.topic(), message.partition());
-                    if !owned.contains_key(&src) {
-                        // A partition new to this ingest: shards must learn of every input
-                        // partition it now reads before any of its records.
-                        self.write_marks(
-                            &consumer,
-                            &producer,
-                            &known,
-                            &mut owned,
-                            &mut high_watermarks,
-                        )?;
-                        last_marks = Instant::now();
-                    }
-                    let time = self.forward(
-                        &message,
-                        &src,
-                        &decoder,
-                        &enricher,
-                        &type_field,
-                        shards,
-                        &producer,
-                        topic,
-                    )?;
-                    let state = owned.entry(src).or_insert(Owned {
-                        max: None,
-                        last_message: Instant::now(),
-                    });
-                    state.last_message = Instant::now();
-                    if let Some(time) = time {
-                        state.max = Some(state.max.map_or(time, |m| m.max(time)));
-                    }
-                    uncommitted = true;
+            let message = match consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(message)) => Some(message),
+                Some(Err(e)) => {
+                    warn!("ingest: {e}");
+                    None
                 }
-                Some(Err(e)) => warn!("ingest: {e}"),
-                None => {}
-            }
-            if last_commit.elapsed() >= COMMIT_INTERVAL && uncommitted {
-                producer.flush(REQUEST_TIMEOUT)?;
-                match consumer.commit_consumer_state(CommitMode::Sync) {
-                    Ok(()) => uncommitted = false,
-                    Err(e) => warn!("ingest: committing input offsets: {e}"),
-                }
-                last_commit = Instant::now();
-            }
-            if last_marks.elapsed() >= MARK_INTERVAL {
+                None => None,
+            };
+            let src = message
+                .as_ref()
+                .map(|m| format!("{}/{}", m.topic(), m.partition()));
+            // Marks are due on schedule, and before the first record of a partition new to
+            // this ingest: shards must learn of every input partition it reads before any of
+            // its records.
+            let new_partition = src.as_ref().is_some_and(|s| !owned.contains_key(s));
+            if new_partition || last_marks.elapsed() >= MARK_INTERVAL {
                 if known_at.elapsed() >= METADATA_INTERVAL {
-                    known = inputs.partitions(kafka)?;
+                    known = inputs.partitions(&consumer)?;
                     known_at = Instant::now();
                 }
                 self.write_marks(
@@ -219,6 +191,35 @@ impl Ingest {
                     &mut high_watermarks,
                 )?;
                 last_marks = Instant::now();
+            }
+            if let (Some(message), Some(src)) = (message, src) {
+                let time = self.forward(
+                    &message,
+                    &src,
+                    &decoder,
+                    &enricher,
+                    &type_field,
+                    shards,
+                    &producer,
+                    topic,
+                )?;
+                let state = owned.entry(src).or_insert(Owned {
+                    max: None,
+                    last_message: Instant::now(),
+                });
+                state.last_message = Instant::now();
+                if let Some(time) = time {
+                    state.max = Some(state.max.map_or(time, |m| m.max(time)));
+                }
+                uncommitted = true;
+            }
+            if last_commit.elapsed() >= COMMIT_INTERVAL && uncommitted {
+                producer.flush(REQUEST_TIMEOUT)?;
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) => uncommitted = false,
+                    Err(e) => warn!("ingest: committing input offsets: {e}"),
+                }
+                last_commit = Instant::now();
             }
         }
         producer.flush(REQUEST_TIMEOUT)?;

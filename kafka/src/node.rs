@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,16 +20,15 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 use vigil_actors::enrich::Enricher;
 use vigil_actors::event::{DeadLetter, Decoder};
-use vigil_actors::gate::Gate;
 use vigil_actors::hash::shard_of;
-use vigil_actors::job::{build_templates, Router, RunOptions, RunSummary};
+use vigil_actors::job::{build_templates, Router, RunOptions, RunSummary, ShardHost};
 use vigil_actors::shard::{
-    Batch, Deliver, Item, JobContext, Layout, Position, Recover, Release, Shard, ShardCounts,
-    ShardStatus, Snapshot,
+    Batch, Deliver, Item, JobContext, Position, Recover, Release, Shard, ShardCounts, ShardStatus,
+    Snapshot,
 };
 use vigil_actors::sink::{Sink, Sinks};
 use vigil_actors::spec::{JobSpec, KafkaSpec, SinkKind};
-use vigil_actors::time::Millis;
+use vigil_actors::time::{Millis, MIN_TIME};
 
 use crate::client;
 use crate::ingest::Ingest;
@@ -59,7 +57,6 @@ struct Hosted {
     job: Arc<JobContext>,
     addrs: Vec<Addr<Shard>>,
     kafka: KafkaSpec,
-    spec_state_dir: PathBuf,
     bound: Millis,
     owned: Mutex<HashMap<u32, Owned>>,
     /// Counts of the shards this node gave up (their totals live on with their next owner).
@@ -80,7 +77,7 @@ impl Hosted {
     fn take(&self, shard: u32) -> Result<Offset, String> {
         let started = Instant::now();
         let origin = snapshot::prepare(
-            &self.spec_state_dir,
+            &self.job.state_dir,
             self.kafka.snapshot_dir.as_deref(),
             &self.job.job,
             shard,
@@ -220,48 +217,11 @@ pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, KafkaError>
         &spec.dead_letter,
         &open_kafka,
     )?;
-    let job = Arc::new(JobContext {
-        job: spec.name.clone(),
-        state_dir: spec.state_dir.clone(),
-        process_names,
-        templates,
-        sinks,
-        gate: Gate::new(4 * shards as usize),
-        checkpoint_interval: spec.checkpoint_interval,
-        passivate_after: spec.passivate_after,
-        max_resident: 100_000,
-        dedup_retention: spec.dedup_retention,
-        max_retries: spec.max_retries,
-        faults: options.faults.clone(),
-        fatal: vigil_actors::sync::Mutex::new(None),
-        layout: Layout {
-            job: spec.name.clone(),
-            shards,
-            processes: spec.processes.iter().map(|p| p.name.clone()).collect(),
-            sources: spec.sources.iter().map(|s| s.name.clone()).collect(),
-        },
-    });
-
-    let system = System::new();
-    let workers = match spec.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    }
-    .min(shards as usize);
-    let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
-    let addrs: Vec<Addr<Shard>> = (0..shards)
-        .map(|i| {
-            let job = job.clone();
-            Supervisor::start_in_arbiter(&arbiters[i as usize % workers].handle(), move |_| {
-                Shard::new(i, job)
-            })
-        })
-        .collect();
+    let host = ShardHost::start(&spec, templates, sinks, options.faults.clone());
     let hosted = Arc::new(Hosted {
-        job: job.clone(),
-        addrs,
+        job: host.job.clone(),
+        addrs: host.addrs.clone(),
         kafka: kafka.clone(),
-        spec_state_dir: spec.state_dir.clone(),
         bound: spec.max_out_of_orderness,
         owned: Mutex::new(HashMap::new()),
         released: Mutex::new(Vec::new()),
@@ -296,11 +256,7 @@ pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, KafkaError>
             hosted.fail(e);
         }
     }
-    for arbiter in arbiters {
-        arbiter.stop();
-        let _ = arbiter.join();
-    }
-    drop(system);
+    drop(host);
     result?;
     ingest_result?;
     if let Some(failure) = hosted.failure.lock().expect("ok").clone() {
@@ -312,18 +268,21 @@ pub fn run(spec: JobSpec, options: RunOptions) -> Result<RunSummary, KafkaError>
         counts: ShardCounts::default(),
         lines_this_run: 0,
         resumed_at: None,
-        watermark: statuses.iter().map(|s| s.watermark).max().unwrap_or(0),
+        watermark: statuses
+            .iter()
+            .map(|s| s.watermark)
+            .max()
+            .unwrap_or(MIN_TIME),
         live_instances: 0,
         tombstones: 0,
         pending_timers: 0,
-        sinks: job.sinks.written(),
+        sinks: hosted.job.sinks.written(),
         elapsed: started.elapsed(),
         shard_restarts: 0,
         finished: false,
     };
     for status in &statuses {
-        summary.counts.add(&status.counts);
-        summary.shard_restarts += status.restarts;
+        summary.add(status);
     }
     Ok(summary)
 }
@@ -395,7 +354,7 @@ fn consume(
                 continue; // a partition given up in this poll's rebalance
             };
             let items = per_shard.entry(shard).or_default();
-            take(
+            read_record(
                 state,
                 &message,
                 shard,
@@ -504,7 +463,7 @@ fn take_snapshots(hosted: &Hosted, dir: &std::path::Path, job: &str) {
 /// Turns one repartition record into the shard's items, advancing its position and
 /// watermark exactly as a replay of the same log will.
 #[allow(clippy::too_many_arguments)]
-fn take(
+fn read_record(
     state: &mut Owned,
     message: &BorrowedMessage<'_>,
     shard: u32,

@@ -88,21 +88,6 @@ pub fn produce_traced<'a>(
     Ok(produced)
 }
 
-/// Records in `topic` now (the sum over its partitions of high − low watermark); 0 if it
-/// does not exist.
-pub fn topic_size(kafka: &KafkaSpec, topic: &str) -> Result<i64, KafkaError> {
-    let consumer: BaseConsumer = client::config(kafka, &[]).create()?;
-    let Some(partitions) = client::partitions(kafka, topic)? else {
-        return Ok(0);
-    };
-    let mut size = 0;
-    for p in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, REQUEST_TIMEOUT)?;
-        size += high - low;
-    }
-    Ok(size)
-}
-
 /// Every value in `topic`, partition by partition: read past each partition's high watermark
 /// until nothing more arrives for `quiet` (tansu reports high watermarks below the end).
 pub fn read_topic(
@@ -127,7 +112,7 @@ pub fn read_traced(
         &[("group.id", "vigil-tools"), ("enable.auto.commit", "false")],
     )
     .create()?;
-    let Some(partitions) = client::partitions(kafka, topic)? else {
+    let Some(partitions) = client::partitions(&consumer, topic)? else {
         return Ok(Vec::new());
     };
     let mut tpl = TopicPartitionList::new();
