@@ -77,3 +77,25 @@ fn constant_passivation_changes_nothing() {
     );
     assert_matches_ground_truth(&work);
 }
+
+#[test]
+fn a_small_resident_budget_changes_nothing() {
+    // At most 10 instances per shard stay in memory after each checkpoint (30 over 3 shards);
+    // the rest are reactivated from redb when their next event comes.
+    let work = Workdir::new();
+    work.generate(17, 1_500);
+    let topology = common::example_with(&[
+        (
+            "checkpoint_interval = \"1s\"",
+            "checkpoint_interval = \"20ms\"\nmax_resident = 30",
+        ),
+        ("shards = 8", "shards = 3"),
+    ]);
+    let summary = job::run(work.compile(&topology), RunOptions::default()).unwrap();
+    assert!(
+        summary.counts.instances_loaded > 100,
+        "{:?}",
+        summary.counts
+    );
+    assert_matches_ground_truth(&work);
+}

@@ -455,6 +455,7 @@ mod tests {
             state_dir: dir.join("state"),
             checkpoint_interval: std::time::Duration::from_secs(1),
             passivate_after: std::time::Duration::from_secs(1),
+            max_resident: 1000,
             max_out_of_orderness: 0,
             idle_timeout: std::time::Duration::from_secs(1),
             dedup_retention: 0,

@@ -251,7 +251,7 @@ impl ShardHost {
             gate: Gate::new(4 * shards as usize),
             checkpoint_interval: spec.checkpoint_interval,
             passivate_after: spec.passivate_after,
-            max_resident: 100_000,
+            max_resident: (spec.max_resident / shards as usize).max(1),
             dedup_retention: spec.dedup_retention,
             max_retries: spec.max_retries,
             faults,

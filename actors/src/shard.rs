@@ -281,10 +281,20 @@ struct InstanceMeta {
     ended_at: Option<Millis>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// An instance as stored in redb.
+#[derive(Deserialize)]
 struct StoredInstance {
     meta: InstanceMeta,
     /// The template's encoded state; `None` for a tombstone.
+    #[serde(with = "serde_bytes")]
+    state: Option<Vec<u8>>,
+}
+
+/// What a checkpoint writes: the same bytes as [`StoredInstance`], from borrowed parts.
+#[derive(Serialize)]
+struct StoredInstanceRef<'a> {
+    meta: &'a InstanceMeta,
+    #[serde(with = "serde_bytes")]
     state: Option<Vec<u8>>,
 }
 
@@ -798,13 +808,16 @@ impl Shard {
             return Ok(());
         }
         let mut txn = self.txn.take().expect("recovered");
+        let mut bytes = Vec::with_capacity(1024);
         for (id, instance) in self.cache.iter_mut().filter(|(_, i)| i.dirty) {
             let template = &self.job.templates[id.template as usize];
-            let stored = StoredInstance {
-                meta: instance.meta.clone(),
+            let stored = StoredInstanceRef {
+                meta: &instance.meta,
                 state: instance.state.as_ref().map(|s| template.encode_state(s)),
             };
-            txn.put_instance(id, &codec::encode(&stored))?;
+            bytes.clear();
+            codec::encode_into(&stored, &mut bytes)?;
+            txn.put_instance(id, &bytes)?;
             instance.dirty = false;
         }
         if let Some(position) = &self.position {

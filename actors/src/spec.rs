@@ -21,6 +21,9 @@ pub struct JobSpec {
     pub checkpoint_interval: Duration,
     /// Instances idle this long (wall clock) are passivated: dropped from memory, kept in redb.
     pub passivate_after: Duration,
+    /// Instances kept in memory across all shards; above it the least recently used are
+    /// passivated at each checkpoint.
+    pub max_resident: usize,
     /// Bounded out-of-orderness: the watermark trails the largest event time by this much.
     pub max_out_of_orderness: Millis,
     /// With no input for this long, the watermark advances with the wall clock.

@@ -15,6 +15,13 @@ use crate::KafkaError;
 /// How long metadata and admin requests may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Eager rebalancing for both consumer groups: every rebalance revokes all partitions and
+/// assigns all in one round. A cooperative rebalance that moves a partition needs a second
+/// round to assign it, and a broker that never completes that round leaves the partition
+/// unowned (seen with tansu). `partition.assignment.strategy = "cooperative-sticky"` in
+/// `[kafka.properties]` switches to incremental rebalancing; the node handles both.
+pub const ASSIGNMENT_STRATEGY: (&str, &str) = ("partition.assignment.strategy", "roundrobin");
+
 /// A client configuration: the brokers, then the topology's `[kafka.properties]` (SASL, TLS,
 /// timeouts), which may override anything Vigil sets.
 pub fn config(kafka: &KafkaSpec, vigil_defaults: &[(&str, &str)]) -> ClientConfig {

@@ -137,7 +137,7 @@ impl Ingest {
             ("group.id", group.as_str()),
             ("enable.auto.commit", "false"),
             ("auto.offset.reset", "earliest"),
-            ("partition.assignment.strategy", "cooperative-sticky"),
+            client::ASSIGNMENT_STRATEGY,
             ("topic.metadata.refresh.interval.ms", "5000"),
             ("session.timeout.ms", "10000"),
             ("heartbeat.interval.ms", "1000"),

@@ -3,9 +3,9 @@
 //! - [`ingest`] reads the input topics and forwards each record to the repartition topic's
 //!   partition of every shard it goes to (the partitions are the shards; the same murmur2 hash
 //!   as the embedded runtime and Kafka's default partitioner).
-//! - [`node`] consumes the repartition topic: the partitions Kafka assigns this node
-//!   (cooperative-sticky, static membership with `instance_id`) are the shards it hosts, as
-//!   the same shard actors the embedded runtime uses, with their redb state.
+//! - [`node`] consumes the repartition topic: the partitions Kafka assigns this node (eager
+//!   rebalancing by default, static membership with `instance_id`) are the shards it hosts,
+//!   as the same shard actors the embedded runtime uses, with their redb state.
 //! - [`sink::KafkaSink`] produces outputs exactly once with an idempotent producer: ids
 //!   `job/shard/seq`, read back after a takeover.
 //! - [`snapshot`] exports shard state to a shared directory and restores from it.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
@@ -166,7 +166,11 @@ impl ConsumerContext for NodeContext {
                         Err(e) => self.hosted.fail(e),
                     }
                 }
-                if let Err(e) = consumer.incremental_assign(&assignment) {
+                let taken = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_assign(&assignment),
+                    _ => consumer.assign(&assignment),
+                };
+                if let Err(e) = taken {
                     self.hosted.fail(format!("cannot take partitions: {e}"));
                 }
             }
@@ -176,7 +180,11 @@ impl ConsumerContext for NodeContext {
                         self.hosted.fail(e);
                     }
                 }
-                if let Err(e) = consumer.incremental_unassign(tpl) {
+                let given_up = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+                    _ => consumer.unassign(),
+                };
+                if let Err(e) = given_up {
                     warn!("giving up partitions: {e}");
                 }
             }
@@ -301,7 +309,7 @@ fn consume(
         ("group.id", kafka.group.as_str()),
         ("enable.auto.commit", "false"),
         ("auto.offset.reset", "earliest"),
-        ("partition.assignment.strategy", "cooperative-sticky"),
+        client::ASSIGNMENT_STRATEGY,
         ("session.timeout.ms", "20000"),
         ("heartbeat.interval.ms", "1000"),
     ];
