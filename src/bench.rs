@@ -612,8 +612,8 @@ struct LatencyRun {
 
 /// Feeds `pairs` ORDER_CREATED + PARCEL_SHIPPED pairs (as fast as possible, or paced at
 /// `rate` lines/s, written every millisecond) to a `vigil run` child's stdin and times each
-/// ALL_PARCELS_SHIPPED record on its stdout from the moment its PARCEL_SHIPPED line was
-/// written (flushed into the pipe).
+/// ALL_PARCELS_SHIPPED record on its stdout from the moment just before its PARCEL_SHIPPED
+/// line was flushed into the pipe.
 fn latency_run(dir: &Path, toml: &Path, pairs: u64, rate: Option<f64>) -> Result<LatencyRun> {
     let work = dir.join("runs").join("latency");
     let _ = std::fs::remove_dir_all(&work);
@@ -624,7 +624,10 @@ fn latency_run(dir: &Path, toml: &Path, pairs: u64, rate: Option<f64>) -> Result
         .arg(toml)
         .env("VIGIL_OUT", work.join("out"))
         .env("VIGIL_STATE", work.join("state"))
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or("warn".into()),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -698,11 +701,12 @@ fn latency_run(dir: &Path, toml: &Path, pairs: u64, rate: Option<f64>) -> Result
             None => pending.len() >= 512,
         };
         if flush || i + 1 == pairs {
-            stdin.flush()?;
+            // Stamped before the flush: an output can come back before `flush` returns.
             let now = base.elapsed().as_nanos() as u64;
             for p in pending.drain(..) {
                 sent[p].store(now.max(1), Ordering::Release);
             }
+            stdin.flush()?;
         }
     }
     stdin.flush()?;

@@ -95,6 +95,33 @@ impl Expr {
         self.variables.iter().any(|v| v == name)
     }
 
+    /// The fields the expression reads of the variable `name`, as the chains of static member
+    /// accesses on it (`created.customer.id` reads `["customer", "id"]`, `has(event.coupon)`
+    /// `["coupon"]`), in order and without repeats; `None` if it uses the variable in any other
+    /// way (as a whole, indexed, as a macro's range, ...). An unused variable reads no fields.
+    pub fn field_paths(&self, name: &str) -> Option<Vec<Vec<String>>> {
+        self.reads(name, false)
+    }
+
+    /// The fields the expression reads of the elements of the list variable `name`, through
+    /// the iteration variable of the macros over it (`failed.all(f, f.method != event.method)`
+    /// reads `["method"]`); `None` if it uses the list or an element in any other way (see
+    /// [`Expr::field_paths`]).
+    pub fn element_paths(&self, name: &str) -> Option<Vec<Vec<String>>> {
+        self.reads(name, true)
+    }
+
+    fn reads(&self, name: &str, list: bool) -> Option<Vec<Vec<String>>> {
+        let mut reads = Reads {
+            name,
+            list,
+            paths: BTreeSet::new(),
+            whole: false,
+        };
+        reads.walk(self.program.expression(), true, &[]);
+        (!reads.whole).then(|| reads.paths.into_iter().collect())
+    }
+
     /// Evaluates the expression with `vars`.
     pub fn eval(&self, vars: &Vars) -> Result<Value, ExprError> {
         Ok(to_json(&self.eval_cel(vars)?))
@@ -248,6 +275,97 @@ fn free_variables(expr: &IdedExpr, bound: &mut Vec<String>, out: &mut BTreeSet<S
     }
 }
 
+/// What an expression reads of one variable (see [`Expr::field_paths`]).
+struct Reads<'n> {
+    name: &'n str,
+    /// Whether `name` is a list whose elements are read through macros.
+    list: bool,
+    paths: BTreeSet<Vec<String>>,
+    /// The variable (or an element of the list) is used other than through member accesses.
+    whole: bool,
+}
+
+impl Reads<'_> {
+    /// Walks `expr`, where `visible` tells whether `name` is not shadowed by a macro's
+    /// variable, and `elements` are the macro variables bound to an element of the list.
+    fn walk(&mut self, expr: &IdedExpr, visible: bool, elements: &[String]) {
+        let is_name = |n: &String| visible && n == self.name;
+        match &expr.expr {
+            Node::Unspecified | Node::Literal(_) => {}
+            Node::Ident(n) => self.whole |= is_name(n) || elements.contains(n),
+            Node::Select(_) => {
+                let mut path = Vec::new();
+                let mut operand = expr;
+                while let Node::Select(select) = &operand.expr {
+                    path.push(select.field.clone());
+                    operand = &select.operand;
+                }
+                match &operand.expr {
+                    Node::Ident(n) if (is_name(n) && !self.list) || elements.contains(n) => {
+                        path.reverse();
+                        self.paths.insert(path);
+                    }
+                    _ => self.walk(operand, visible, elements),
+                }
+            }
+            Node::Call(call) => {
+                if let Some(target) = &call.target {
+                    self.walk(target, visible, elements);
+                }
+                for arg in &call.args {
+                    self.walk(arg, visible, elements);
+                }
+            }
+            Node::List(list) => {
+                for item in &list.elements {
+                    self.walk(item, visible, elements);
+                }
+            }
+            Node::Map(map) => {
+                for entry in &map.entries {
+                    self.walk_entry(&entry.expr, visible, elements);
+                }
+            }
+            Node::Struct(s) => {
+                for entry in &s.entries {
+                    self.walk_entry(&entry.expr, visible, elements);
+                }
+            }
+            Node::Comprehension(c) => {
+                let over_elements = self.list
+                    && c.iter_var2.is_none()
+                    && matches!(&c.iter_range.expr, Node::Ident(n) if is_name(n));
+                if !over_elements {
+                    self.walk(&c.iter_range, visible, elements);
+                }
+                self.walk(&c.accu_init, visible, elements);
+                let binds = |n: &str| {
+                    n == c.iter_var || c.iter_var2.as_deref() == Some(n) || n == c.accu_var
+                };
+                let visible = visible && !binds(self.name);
+                let mut inner: Vec<String> =
+                    elements.iter().filter(|e| !binds(e)).cloned().collect();
+                if over_elements {
+                    inner.push(c.iter_var.clone());
+                }
+                for part in [&c.loop_cond, &c.loop_step, &c.result] {
+                    self.walk(part, visible, &inner);
+                }
+            }
+        }
+    }
+
+    fn walk_entry(&mut self, entry: &EntryExpr, visible: bool, elements: &[String]) {
+        match entry {
+            EntryExpr::StructField(field) => self.walk(&field.value, visible, elements),
+            EntryExpr::MapEntry(e) => {
+                self.walk(&e.key, visible, elements);
+                self.walk(&e.value, visible, elements);
+            }
+        }
+    }
+}
+
 fn entries<'e>(
     entries: impl Iterator<Item = &'e EntryExpr>,
     bound: &mut Vec<String>,
@@ -335,6 +453,61 @@ mod tests {
                 .unwrap();
         assert_eq!(expr.variables(), ["event", "failed", "first", "x"]);
         assert!(expr.uses("first") && !expr.uses("f"));
+    }
+
+    #[test]
+    fn field_paths_are_the_static_member_accesses() {
+        let paths = |source: &str, name: &str| Expr::compile(source).unwrap().field_paths(name);
+        let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            paths(
+                "event.amount >= created.amount && event.customer.id == created.customer.id",
+                "created"
+            ),
+            Some(vec![path(&["amount"]), path(&["customer", "id"])])
+        );
+        assert_eq!(
+            paths("has(event.coupon) && event.coupon.size() > 2", "event"),
+            Some(vec![path(&["coupon"])])
+        );
+        assert_eq!(paths("event.amount > 1", "created"), Some(vec![]));
+        assert_eq!(
+            paths("[1].all(event, event > 0) && event.a", "event"),
+            Some(vec![path(&["a"])]),
+            "a macro variable shadows it"
+        );
+        for whole in [
+            "event == created",
+            "created['amount'] > 1",
+            "size(created) > 1",
+            "created.exists(k, k == 'a')",
+            "[created][0].amount > 1",
+        ] {
+            assert_eq!(paths(whole, "created"), None, "{whole}");
+        }
+    }
+
+    #[test]
+    fn element_paths_go_through_macros_over_the_list() {
+        let paths = |source: &str| Expr::compile(source).unwrap().element_paths("failed");
+        assert_eq!(
+            paths("failed.all(f, f.method != event.method && f.card.bin != '4')"),
+            Some(vec![
+                vec!["card".to_string(), "bin".to_string()],
+                vec!["method".to_string()]
+            ])
+        );
+        assert_eq!(paths("event.x > 1"), Some(vec![]));
+        for whole in [
+            "size(failed) > 2",
+            "failed[0].method == 'card'",
+            "failed.all(f, f != event)",
+            "failed.method == 'card'",
+            "failed.all(i, v, v.method == 'card')",
+            "failed.exists(f, [f].size() > 0)",
+        ] {
+            assert_eq!(paths(whole), None, "{whole}");
+        }
     }
 
     #[test]

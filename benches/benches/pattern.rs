@@ -1,6 +1,7 @@
 //! The `pattern` template's handler, through the `Template` trait (no runtime around it):
-//! the per-event cost of a fraud burst (CEL condition over the earlier failures), of an
-//! absence pattern's event (the cart abandoned trigger), and of an event no run takes.
+//! the per-event cost of a fraud burst (CEL condition over the earlier failures), of an order
+//! paid in full (CEL condition on a field of the earlier order), of an absence pattern's event
+//! (the cart abandoned trigger), and of an event no run takes.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -8,8 +9,10 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 use vigil_actors::event::Event;
-use vigil_actors::record::Record;
-use vigil_actors::spec::PatternTemplateSpec;
+use vigil_actors::record::{Record, RecordKind};
+use vigil_actors::spec::{
+    Contiguity, Occurs, PatternSpec, PatternStepSpec, PatternTemplateSpec, SkipStrategy,
+};
 use vigil_actors::template::{Context, Template};
 use vigil_actors::templates::contact::CartAbandoned;
 use vigil_actors::templates::fraud::FailedPayments;
@@ -29,7 +32,7 @@ fn event(seq: u64, ty: &str, time: Millis, method: &str) -> Event {
     }
 }
 
-fn template(spec: vigil_actors::spec::PatternSpec) -> PatternTemplate {
+fn template(spec: PatternSpec) -> PatternTemplate {
     PatternTemplate::new(
         "bench",
         PatternTemplateSpec {
@@ -61,6 +64,51 @@ fn bench_pattern(c: &mut Criterion) {
             for e in &burst {
                 let mut cx = Context::for_test("C-1", e.time, &mut outputs, &mut timers);
                 fraud.on_event(&mut state, black_box(e), &mut cx).unwrap();
+            }
+            assert_eq!(outputs.len(), 1);
+            state
+        })
+    });
+
+    // An order, then its payment for at least the order's amount: ORDER_PAID.
+    let step = |name: &str, on: &str, condition: Option<&str>| PatternStepSpec {
+        name: name.into(),
+        on: on.into(),
+        condition: condition.map(Into::into),
+        contiguity: Contiguity::FollowedBy,
+        occurs: Occurs::Once,
+    };
+    let paid = template(PatternSpec {
+        name: "ORDER_PAID".into(),
+        kind: RecordKind::Pattern,
+        key: None,
+        within: 3_600_000,
+        skip: SkipStrategy::SkipPastLastEvent,
+        timeout: None,
+        steps: vec![
+            step("created", "ORDER_CREATED", None),
+            step(
+                "paid",
+                "PAYMENT_AUTHORIZED",
+                Some("event.amount >= created.amount"),
+            ),
+        ],
+    });
+    let order = [
+        event(1, "ORDER_CREATED", 0, "card"),
+        event(2, "PAYMENT_AUTHORIZED", 1_000, "card"),
+    ];
+    group.throughput(Throughput::Elements(order.len() as u64));
+    group.bench_function("earlier_step_field", |b| {
+        let mut outputs: Vec<Record> = Vec::new();
+        let mut timers: Vec<(String, Millis)> = Vec::new();
+        b.iter(|| {
+            let mut state = PatternState::default();
+            outputs.clear();
+            timers.clear();
+            for e in &order {
+                let mut cx = Context::for_test("ORD-1", e.time, &mut outputs, &mut timers);
+                paid.on_event(&mut state, black_box(e), &mut cx).unwrap();
             }
             assert_eq!(outputs.len(), 1);
             state

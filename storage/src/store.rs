@@ -1,5 +1,8 @@
 //! The shard database: three typed tables and one long-lived write transaction per checkpoint.
 
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
@@ -18,6 +21,11 @@ const TIMERS: TableDefinition<&[u8], ()> = TableDefinition::new("timers.v1");
 /// Shard metadata: source position, watermark, output sequence, counters.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta.v1");
 
+/// redb's page cache per shard (read cache and write buffer together). redb's default, 1 GiB
+/// per database, let 8 shards over a million instances keep every page they touched in memory;
+/// pages beyond this are read again from the file (the OS page cache, usually).
+pub const CACHE_BYTES: usize = 64 << 20;
+
 /// One shard's redb database.
 pub struct ShardStore {
     db: Database,
@@ -30,10 +38,13 @@ impl ShardStore {
         if let Some(parent) = path.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        let db = Database::create(path).map_err(|source| StorageError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|source| StorageError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         let txn = db.begin_write()?;
         txn.open_table(INSTANCES)?;
         txn.open_table(TIMERS)?;
@@ -68,9 +79,16 @@ impl ShardStore {
 /// The three tables are opened once, when the transaction begins, and stay open until it is
 /// committed or dropped: opening a redb table per call cost 1.5–2.4x the work itself
 /// (`benches/benches/storage.rs`, `*_raw_redb`).
+///
+/// Timers set in this transaction are kept in memory and inserted into redb, in key order, at
+/// the commit: one removed before the commit (an order completes before its deadline, a timer
+/// fires) never touches the B-tree. A removal also removes the stored copy, if any: a timer
+/// set again while stored is gone after one removal, like any other.
 pub struct ShardTxn {
     /// Borrows `*txn`; always dropped (the tables closed) before the transaction.
     tables: Option<Tables>,
+    /// Encoded keys of the timers set since the transaction began, not yet in `timers`.
+    timers_set: BTreeSet<Vec<u8>>,
     /// The transaction, owned through a raw pointer (from `Box::into_raw`) rather than a
     /// `Box`, so that moving a `ShardTxn` does not assert unique access to a transaction the
     /// tables borrow. Freed by `commit` or `Drop`, after the tables; `None` once it is.
@@ -96,6 +114,7 @@ impl ShardTxn {
         let txn = NonNull::from(Box::leak(Box::new(txn)));
         let mut this = ShardTxn {
             tables: None,
+            timers_set: BTreeSet::new(),
             txn: Some(txn),
         };
         // SAFETY: the transaction lives on the heap, at an address that does not change, until
@@ -144,38 +163,61 @@ impl ShardTxn {
     }
 
     pub fn set_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
-        self.tables_mut()
-            .timers
-            .insert(timer.encode().as_slice(), ())?;
+        self.timers_set.insert(timer.encode());
         Ok(())
     }
 
     pub fn remove_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
-        self.tables_mut().timers.remove(timer.encode().as_slice())?;
+        let key = timer.encode();
+        self.timers_set.remove(&key);
+        self.tables_mut().timers.remove(key.as_slice())?;
         Ok(())
     }
 
     /// Up to `limit` timers with `time <= upto`, earliest first (ties by template, key, name).
     pub fn due_timers(&self, upto: i64, limit: usize) -> Result<Vec<TimerKey>, StorageError> {
+        let end = upto.checked_add(1).map(TimerKey::time_prefix);
         let table = &self.tables().timers;
-        let mut due = Vec::new();
-        let range = match upto.checked_add(1) {
-            Some(end) => table.range::<&[u8]>(..TimerKey::time_prefix(end).as_slice())?,
-            None => table.range::<&[u8]>(..)?,
+        let (stored, set) = match &end {
+            Some(end) => (
+                table.range::<&[u8]>(..end.as_slice())?,
+                self.timers_set
+                    .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(end.as_slice()))),
+            ),
+            None => (
+                table.range::<&[u8]>(..)?,
+                self.timers_set.range::<[u8], _>(..),
+            ),
         };
-        for entry in range.take(limit) {
-            let (key, _) = entry?;
-            due.push(TimerKey::decode(key.value())?);
+        // Both are sorted by key: merge them, a key in both once.
+        let mut stored = stored.peekable();
+        let mut set = set.peekable();
+        let mut due = Vec::new();
+        while due.len() < limit {
+            let order = match (stored.peek(), set.peek()) {
+                (None, None) => break,
+                (Some(Err(_)), _) | (Some(_), None) => Ordering::Less, // an error: `?` below
+                (None, Some(_)) => Ordering::Greater,
+                (Some(Ok((key, _))), Some(set_key)) => key.value().cmp(set_key.as_slice()),
+            };
+            if order == Ordering::Equal {
+                set.next();
+            }
+            let from_stored = order != Ordering::Greater;
+            let timer = if from_stored {
+                let (key, _) = stored.next().expect("peeked")?;
+                TimerKey::decode(key.value())?
+            } else {
+                TimerKey::decode(set.next().expect("peeked"))?
+            };
+            due.push(timer);
         }
         Ok(due)
     }
 
     /// The earliest timer, if any.
     pub fn next_timer(&self) -> Result<Option<TimerKey>, StorageError> {
-        let first = self.tables().timers.first()?;
-        first
-            .map(|(key, _)| TimerKey::decode(key.value()))
-            .transpose()
+        Ok(self.due_timers(i64::MAX, 1)?.pop())
     }
 
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
@@ -189,7 +231,12 @@ impl ShardTxn {
     }
 
     /// Commits every change durably (fsync): this is the checkpoint.
-    pub fn commit(self) -> Result<(), StorageError> {
+    pub fn commit(mut self) -> Result<(), StorageError> {
+        let set = std::mem::take(&mut self.timers_set);
+        let timers = &mut self.tables_mut().timers;
+        for key in set {
+            timers.insert(key.as_slice(), ())?;
+        }
         self.into_txn().commit()?;
         Ok(())
     }

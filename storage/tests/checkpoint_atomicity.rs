@@ -65,3 +65,58 @@ fn due_timers_come_in_time_order_up_to_the_watermark() {
     assert_eq!(txn.next_timer().unwrap().unwrap().time, -5);
     assert_eq!(txn.due_timers(i64::MAX, 100).unwrap().len(), 5);
 }
+
+#[test]
+fn timers_set_since_the_checkpoint_merge_with_stored_ones_and_are_stored_at_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(&dir.path().join("s.redb")).unwrap();
+    let timer = |time, key: &str| TimerKey::new(time, 0, key, "t");
+    let mut txn = store.begin().unwrap();
+    for (time, key) in [(10, "a"), (30, "c"), (50, "e")] {
+        txn.set_timer(&timer(time, key)).unwrap();
+    }
+    txn.commit().unwrap();
+
+    let mut txn = store.begin().unwrap();
+    for (time, key) in [(20, "b"), (30, "c"), (40, "d"), (60, "f")] {
+        txn.set_timer(&timer(time, key)).unwrap();
+    }
+    txn.remove_timer(&timer(40, "d")).unwrap(); // set and removed before any commit
+    txn.remove_timer(&timer(10, "a")).unwrap(); // stored, removed now
+    let keys =
+        |timers: Vec<TimerKey>| -> Vec<String> { timers.into_iter().map(|t| t.key).collect() };
+    // In key order, each once: "c" is both stored and set again.
+    assert_eq!(keys(txn.due_timers(50, 100).unwrap()), ["b", "c", "e"]);
+    assert_eq!(keys(txn.due_timers(50, 2).unwrap()), ["b", "c"]);
+    assert_eq!(txn.next_timer().unwrap(), Some(timer(20, "b")));
+    txn.commit().unwrap();
+
+    assert_eq!(
+        keys(store.read().unwrap().timers().unwrap()),
+        ["b", "c", "e", "f"]
+    );
+    // Rolled back: a timer set after the last commit is gone with the transaction.
+    let mut txn = store.begin().unwrap();
+    txn.set_timer(&timer(5, "z")).unwrap();
+    assert_eq!(txn.next_timer().unwrap(), Some(timer(5, "z")));
+    drop(txn);
+    let txn = store.begin().unwrap();
+    assert_eq!(txn.next_timer().unwrap(), Some(timer(20, "b")));
+}
+
+#[test]
+fn a_timer_set_again_while_stored_is_gone_after_one_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(&dir.path().join("s.redb")).unwrap();
+    let sla = TimerKey::new(10, 0, "ORD-1", "sla");
+    let mut txn = store.begin().unwrap();
+    txn.set_timer(&sla).unwrap();
+    txn.commit().unwrap();
+    let mut txn = store.begin().unwrap();
+    txn.set_timer(&sla).unwrap();
+    assert_eq!(txn.due_timers(10, 10).unwrap(), vec![sla.clone()]);
+    txn.remove_timer(&sla).unwrap();
+    assert!(txn.due_timers(10, 10).unwrap().is_empty());
+    txn.commit().unwrap();
+    assert!(store.read().unwrap().timers().unwrap().is_empty());
+}

@@ -27,12 +27,23 @@
 //! when a later event arrives first. The instance ends (its state is deleted) as soon as no run
 //! is pending. The template also runs several patterns side by side (`fraud`,
 //! `customer_contact`), each with its own key field and timer.
+//!
+//! Conditions see only what they read: when a pattern is compiled, each condition's member
+//! accesses (`created.customer.id`) tell which fields of `event` and of each earlier step it
+//! reads, and a run keeps of a matched event only the fields later conditions and `times_from`
+//! read (the whole payload when a condition uses the event in another way). A condition is
+//! evaluated with `event` and the earlier steps bound to objects with just those fields.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::objects::{Key, Map};
+use cel::Value as CelValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event::Event;
-use crate::expr::{Expr, Vars};
+use crate::expr::{to_cel, Expr, Vars};
 use crate::record::{Record, RecordKind};
 use crate::spec::{
     Contiguity, FieldPath, Occurs, PatternSpec, PatternTemplateSpec, ProcessSpec, SkipStrategy,
@@ -60,12 +71,71 @@ struct Compiled {
 
 struct Step {
     condition: Option<Expr>,
-    /// Whether a later condition or `times_from` reads the events this step matched.
-    keep_payload: bool,
-    /// Step names the condition refers to (indices).
-    refers: Vec<usize>,
+    /// What the condition reads of `event`.
+    event: Reads,
+    /// The steps the condition refers to (indices), and what it reads of their events.
+    refers: Vec<(usize, Reads)>,
+    /// What later conditions and `times_from` read of the events this step matched (`None`:
+    /// nothing, they are not kept).
+    keep: Option<Reads>,
     /// For `times_from`: the step and field giving the count.
     times_from: Option<(usize, FieldPath)>,
+}
+
+/// What a condition reads of an event's payload: all of it, or some fields of an object, each
+/// in part or whole. Reading a field of a value that is not an object reads all of the value.
+#[derive(Debug, Clone)]
+enum Reads {
+    Whole,
+    Fields(Vec<(Arc<String>, Reads)>),
+}
+
+impl Reads {
+    /// The reads of `paths` (as [`Expr::field_paths`] gives them; `None`: the whole value).
+    fn of(paths: Option<Vec<Vec<String>>>) -> Reads {
+        let mut reads = Reads::Fields(Vec::new());
+        match paths {
+            Some(paths) => paths.iter().for_each(|path| reads.add(path)),
+            None => reads = Reads::Whole,
+        }
+        reads
+    }
+
+    /// Adds the field at `path` (the whole value if `path` is empty).
+    fn add(&mut self, path: &[String]) {
+        let Some((first, rest)) = path.split_first() else {
+            *self = Reads::Whole;
+            return;
+        };
+        let Reads::Fields(fields) = self else {
+            return;
+        };
+        let i = match fields.iter().position(|(name, _)| **name == *first) {
+            Some(i) => i,
+            None => {
+                fields.push((Arc::new(first.clone()), Reads::Fields(Vec::new())));
+                fields.len() - 1
+            }
+        };
+        fields[i].1.add(rest);
+    }
+
+    /// Adds everything `other` reads.
+    fn merge(&mut self, other: &Reads) {
+        match other {
+            Reads::Whole => *self = Reads::Whole,
+            Reads::Fields(fields) => {
+                for (name, reads) in fields {
+                    if let Reads::Fields(own) = self {
+                        match own.iter_mut().find(|(own, _)| *own == *name) {
+                            Some((_, own)) => own.merge(reads),
+                            None => own.push((name.clone(), reads.clone())),
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The state of one key: the pending runs of each pattern. This is what redb stores.
@@ -95,13 +165,150 @@ pub struct Run {
     pub taken: Vec<Taken>,
 }
 
-/// An event a run matched: its step, time and (when a later condition needs it) payload as
-/// JSON text.
+/// An event a run matched: its step, time and (when a later condition or `times_from` reads
+/// it) what they read of its payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Taken {
     pub step: u16,
     pub time: Millis,
-    pub payload: Option<String>,
+    pub payload: Option<Kept>,
+}
+
+/// What a run keeps of a payload: a JSON value, with objects reduced to the fields read. (The
+/// codec cannot decode a `serde_json::Value`.) Numbers are classified as [`to_cel`] does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Kept {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    String(String),
+    List(Vec<Kept>),
+    Object(Vec<(String, Kept)>),
+}
+
+impl Kept {
+    /// What `reads` reads of `value`.
+    fn of(value: &Value, reads: &Reads) -> Kept {
+        match (reads, value) {
+            (Reads::Fields(fields), Value::Object(map)) => Kept::Object(
+                fields
+                    .iter()
+                    .filter_map(|(name, reads)| {
+                        let field = map.get(name.as_str())?;
+                        Some(((**name).clone(), Kept::of(field, reads)))
+                    })
+                    .collect(),
+            ),
+            _ => Kept::from(value),
+        }
+    }
+
+    /// The value at `path` (through objects), like [`FieldPath::lookup`].
+    fn lookup(&self, path: &FieldPath) -> Option<&Kept> {
+        path.0.iter().try_fold(self, |v, segment| v.field(segment))
+    }
+
+    fn as_u64(&self) -> Option<u64> {
+        match self {
+            Kept::Int(i) => u64::try_from(*i).ok(),
+            Kept::UInt(u) => Some(*u),
+            _ => None,
+        }
+    }
+}
+
+impl From<&Value> for Kept {
+    fn from(value: &Value) -> Kept {
+        match value {
+            Value::Null => Kept::Null,
+            Value::Bool(b) => Kept::Bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => Kept::Int(i),
+                (None, Some(u)) => Kept::UInt(u),
+                _ => Kept::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => Kept::String(s.clone()),
+            Value::Array(items) => Kept::List(items.iter().map(Kept::from).collect()),
+            Value::Object(map) => Kept::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), Kept::from(v)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A payload, or what a run kept of one, as a condition's variable.
+trait Source {
+    /// The field `name` of an object (`None` if missing or not an object).
+    fn field(&self, name: &str) -> Option<&Self>;
+    fn is_object(&self) -> bool;
+    /// The whole value.
+    fn to_cel(&self) -> CelValue;
+
+    /// What `reads` reads of the value: an object with just the fields read.
+    fn project(&self, reads: &Reads) -> CelValue {
+        match reads {
+            Reads::Fields(fields) if self.is_object() => {
+                let map: HashMap<Key, CelValue> = fields
+                    .iter()
+                    .filter_map(|(name, reads)| {
+                        Some((Key::String(name.clone()), self.field(name)?.project(reads)))
+                    })
+                    .collect();
+                CelValue::Map(Map { map: Arc::new(map) })
+            }
+            _ => self.to_cel(),
+        }
+    }
+}
+
+impl Source for Value {
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.as_object()?.get(name)
+    }
+
+    fn is_object(&self) -> bool {
+        self.is_object()
+    }
+
+    fn to_cel(&self) -> CelValue {
+        to_cel(self)
+    }
+}
+
+impl Source for Kept {
+    fn field(&self, name: &str) -> Option<&Kept> {
+        match self {
+            Kept::Object(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    fn is_object(&self) -> bool {
+        matches!(self, Kept::Object(_))
+    }
+
+    fn to_cel(&self) -> CelValue {
+        match self {
+            Kept::Null => CelValue::Null,
+            Kept::Bool(b) => CelValue::Bool(*b),
+            Kept::Int(i) => CelValue::Int(*i),
+            Kept::UInt(u) => CelValue::UInt(*u),
+            Kept::Float(f) => CelValue::Float(*f),
+            Kept::String(s) => CelValue::String(Arc::new(s.clone())),
+            Kept::List(items) => CelValue::List(Arc::new(items.iter().map(Kept::to_cel).collect())),
+            Kept::Object(fields) => {
+                let map: HashMap<Key, CelValue> = fields
+                    .iter()
+                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), v.to_cel()))
+                    .collect();
+                CelValue::Map(Map { map: Arc::new(map) })
+            }
+        }
+    }
 }
 
 enum Outcome {
@@ -212,13 +419,22 @@ fn compile(spec: &PatternSpec) -> Result<Compiled, Vec<PatternError>> {
             None => None,
         };
         let mut refers = Vec::new();
+        let mut event = Reads::Fields(Vec::new());
         if let Some(expr) = &condition {
             for var in expr.variables() {
                 if var == "event" {
+                    event = Reads::of(expr.field_paths(var));
                     continue;
                 }
                 match index(var) {
-                    Some(j) if j < i || (j == i && is_loop(&step.occurs)) => refers.push(j),
+                    Some(j) if j < i || (j == i && is_loop(&step.occurs)) => {
+                        let paths = if is_loop(&spec.steps[j].occurs) {
+                            expr.element_paths(var)
+                        } else {
+                            expr.field_paths(var)
+                        };
+                        refers.push((j, Reads::of(paths)));
+                    }
                     _ => {
                         let earlier: Vec<&str> =
                             spec.steps[..i].iter().map(|s| s.name.as_str()).collect();
@@ -234,20 +450,24 @@ fn compile(spec: &PatternSpec) -> Result<Compiled, Vec<PatternError>> {
         }
         steps.push(Step {
             condition,
-            keep_payload: false,
+            event,
             refers,
+            keep: None,
             times_from,
         });
     }
     for i in 0..steps.len() {
-        let used: Vec<usize> = steps[i]
-            .refers
-            .iter()
-            .copied()
-            .chain(steps[i].times_from.as_ref().map(|(j, _)| *j))
-            .collect();
-        for j in used {
-            steps[j].keep_payload = true;
+        let mut used: Vec<(usize, Reads)> = steps[i].refers.clone();
+        if let Some((j, field)) = &steps[i].times_from {
+            let mut reads = Reads::Fields(Vec::new());
+            reads.add(&field.0);
+            used.push((*j, reads));
+        }
+        for (j, reads) in used {
+            steps[j]
+                .keep
+                .get_or_insert(Reads::Fields(Vec::new()))
+                .merge(&reads);
         }
     }
     errors.extend(expr_errors);
@@ -371,8 +591,7 @@ impl PatternTemplate {
             Occurs::TimesFrom { .. } => {
                 let (from, field) = p.steps[j].times_from.as_ref()?;
                 let taken = run.taken.iter().find(|t| t.step as usize == *from)?;
-                let payload: Value = serde_json::from_str(taken.payload.as_deref()?).ok()?;
-                let n = field.lookup(&payload)?.as_u64()?;
+                let n = taken.payload.as_ref()?.lookup(field)?.as_u64()?;
                 let n = u32::try_from(n).ok().filter(|&n| n > 0)?;
                 (n, n)
             }
@@ -390,20 +609,20 @@ impl PatternTemplate {
             return true;
         };
         let mut vars = Vars::new();
-        vars.bind_json("event", &event.payload);
-        for &k in &p.steps[j].refers {
-            let payloads = run
+        vars.bind("event", event.payload.project(&p.steps[j].event));
+        for (k, reads) in &p.steps[j].refers {
+            let mut payloads = run
                 .taken
                 .iter()
-                .filter(|t| t.step as usize == k)
-                .filter_map(|t| t.payload.as_deref())
-                .filter_map(|text| serde_json::from_str::<Value>(text).ok());
-            let value = if is_loop(&p.spec.steps[k].occurs) {
-                Value::Array(payloads.collect())
+                .filter(|t| t.step as usize == *k)
+                .filter_map(|t| t.payload.as_ref())
+                .map(|kept| kept.project(reads));
+            let value = if is_loop(&p.spec.steps[*k].occurs) {
+                CelValue::List(Arc::new(payloads.collect()))
             } else {
-                payloads.into_iter().next().unwrap_or(Value::Null)
+                payloads.next().unwrap_or(CelValue::Null)
             };
-            vars.bind_json(&p.spec.steps[k].name, &value);
+            vars.bind(&p.spec.steps[*k].name, value);
         }
         condition.eval_bool(&vars).unwrap_or(false)
     }
@@ -436,7 +655,10 @@ impl PatternTemplate {
                     run.taken.push(Taken {
                         step: j as u16,
                         time: event.time,
-                        payload: p.steps[j].keep_payload.then(|| event.payload.to_string()),
+                        payload: p.steps[j]
+                            .keep
+                            .as_ref()
+                            .map(|reads| Kept::of(&event.payload, reads)),
                     });
                     return if j + 1 == n && run.count == max {
                         Outcome::Complete
@@ -838,6 +1060,164 @@ mod tests {
         let bytes = vigil_storage::codec::encode(&h.state);
         let back: PatternState = vigil_storage::codec::decode(&bytes).unwrap();
         assert_eq!(back.patterns[0].runs.len(), 1);
+    }
+
+    /// A pattern of an order (`created`) then its payment (`paid`, with `condition`).
+    fn order_paid(condition: &str) -> Harness {
+        let mut paid = step("paid", "PAYMENT_AUTHORIZED", Occurs::Once);
+        paid.condition = Some(condition.into());
+        Harness::new(pattern(
+            vec![step("created", "ORDER_CREATED", Occurs::Once), paid],
+            100,
+        ))
+    }
+
+    fn kept(h: &Harness) -> Option<Kept> {
+        h.state.patterns[0].runs[0].taken[0].payload.clone()
+    }
+
+    #[test]
+    fn a_condition_reads_a_nested_field_of_an_earlier_step() {
+        let mut h = order_paid("event.customer.id == created.customer.id");
+        let order = serde_json::json!({"customer": {"id": "C-1", "name": "Ann"}, "amount": 10});
+        h.send("ORDER_CREATED", 0, order);
+        let customer = Kept::Object(vec![("id".into(), Kept::String("C-1".into()))]);
+        assert_eq!(
+            kept(&h),
+            Some(Kept::Object(vec![("customer".into(), customer)])),
+            "only the field read is kept"
+        );
+        let bytes = vigil_storage::codec::encode(&h.state);
+        let back: PatternState = vigil_storage::codec::decode(&bytes).unwrap();
+        assert_eq!(back.patterns[0].runs[0].taken[0].payload, kept(&h));
+        h.state = back;
+        h.send(
+            "PAYMENT_AUTHORIZED",
+            10,
+            serde_json::json!({"customer": {"id": "C-2"}}),
+        );
+        h.send(
+            "PAYMENT_AUTHORIZED",
+            20,
+            serde_json::json!({"customer": "C-1"}),
+        );
+        assert!(h.out.is_empty());
+        h.send(
+            "PAYMENT_AUTHORIZED",
+            30,
+            serde_json::json!({"customer": {"id": "C-1", "name": "Bob"}}),
+        );
+        assert_eq!(h.names(), vec![("MATCH".to_string(), 30)]);
+    }
+
+    #[test]
+    fn a_condition_using_a_whole_earlier_event_keeps_all_of_it() {
+        let mut h = order_paid("'amount' in created && event.amount >= created.amount");
+        let order = serde_json::json!({"amount": 10, "lines": [{"sku": "A"}], "id": "O-1"});
+        h.send("ORDER_CREATED", 0, order.clone());
+        assert_eq!(kept(&h), Some(Kept::from(&order)));
+        h.send("PAYMENT_AUTHORIZED", 10, serde_json::json!({"amount": 9.5}));
+        assert!(h.out.is_empty());
+        h.send(
+            "PAYMENT_AUTHORIZED",
+            20,
+            serde_json::json!({"amount": 10.0}),
+        );
+        assert_eq!(h.names(), vec![("MATCH".to_string(), 20)]);
+
+        let mut h = order_paid("'amount' in created && event.amount >= created.amount");
+        h.send("ORDER_CREATED", 0, serde_json::json!({"total": 10}));
+        h.send("PAYMENT_AUTHORIZED", 10, serde_json::json!({"amount": 10}));
+        assert!(h.out.is_empty() && !h.t.is_complete(&h.state));
+    }
+
+    #[test]
+    fn a_condition_on_a_missing_field_does_not_hold() {
+        let mut h = order_paid("event.amount >= created.amount");
+        h.send("ORDER_CREATED", 0, serde_json::json!({"amount": 10}));
+        h.send("PAYMENT_AUTHORIZED", 10, serde_json::json!({"total": 20}));
+        assert!(h.out.is_empty() && !h.t.is_complete(&h.state));
+        h.send("PAYMENT_AUTHORIZED", 20, serde_json::json!({"amount": 20}));
+        assert_eq!(h.names(), vec![("MATCH".to_string(), 20)]);
+
+        let mut h = order_paid("event.amount >= created.amount");
+        h.send("ORDER_CREATED", 0, serde_json::json!({"total": 10}));
+        assert_eq!(kept(&h), Some(Kept::Object(vec![])));
+        h.send("PAYMENT_AUTHORIZED", 10, serde_json::json!({"amount": 20}));
+        assert!(h.out.is_empty());
+
+        let mut h = order_paid("!has(event.coupon) || event.coupon == created.coupon");
+        h.send("ORDER_CREATED", 0, serde_json::json!({"coupon": "X"}));
+        h.send("PAYMENT_AUTHORIZED", 10, serde_json::json!({"coupon": "Y"}));
+        assert!(h.out.is_empty());
+        h.send("PAYMENT_AUTHORIZED", 20, serde_json::json!({}));
+        assert_eq!(h.names(), vec![("MATCH".to_string(), 20)]);
+    }
+
+    #[test]
+    fn times_from_reads_a_kept_nested_field() {
+        let mut shipped = step(
+            "shipped",
+            "PARCEL_SHIPPED",
+            Occurs::TimesFrom {
+                step: "created".into(),
+                field: FieldPath::parse("delivery.parcels"),
+            },
+        );
+        shipped.condition = Some("event.order == created.id".into());
+        let mut h = Harness::new(pattern(
+            vec![step("created", "ORDER_CREATED", Occurs::Once), shipped],
+            100,
+        ));
+        let order = serde_json::json!({"id": "O-1", "delivery": {"parcels": 2, "to": "DE"}});
+        h.send("ORDER_CREATED", 0, order);
+        h.send("PARCEL_SHIPPED", 10, serde_json::json!({"order": "O-1"}));
+        h.send("PARCEL_SHIPPED", 20, serde_json::json!({"order": "O-2"}));
+        assert!(h.out.is_empty());
+        h.send("PARCEL_SHIPPED", 30, serde_json::json!({"order": "O-1"}));
+        assert_eq!(h.names(), vec![("MATCH".to_string(), 30)]);
+    }
+
+    /// The values a condition sees are the whole payloads cut down to what it reads: it gives
+    /// the same result (or fails) either way.
+    #[test]
+    fn conditions_on_what_they_read_agree_with_whole_payloads() {
+        let created = serde_json::json!({"amount": 10, "big": 18446744073709551615u64,
+            "customer": {"id": "C-1", "tags": ["vip"]}, "note": "x", "price": 2.5});
+        let events = [
+            serde_json::json!({"amount": 10.0, "customer": {"id": "C-1"}, "tags": ["vip"]}),
+            serde_json::json!({"amount": 9, "customer": "C-1", "coupon": null}),
+            serde_json::json!({}),
+            serde_json::json!([1, 2]),
+        ];
+        let conditions = [
+            "event.amount >= created.amount",
+            "event.customer.id == created.customer.id",
+            "created.customer.tags.exists(t, t in event.tags)",
+            "has(event.coupon) ? event.coupon == null : created.note == 'x'",
+            "created.big > 0u && created.price * 2.0 == 5.0",
+            "created.customer == event.customer",
+            "size(event) > 1 && 'note' in created",
+        ];
+        for source in conditions {
+            let expr = Expr::compile(source).unwrap();
+            let on_event = Reads::of(expr.field_paths("event"));
+            let on_created = Reads::of(expr.field_paths("created"));
+            let kept = Kept::of(&created, &on_created);
+            for event in &events {
+                let mut whole = Vars::new();
+                whole.bind_json("event", event);
+                whole.bind_json("created", &created);
+                let mut read = Vars::new();
+                read.bind("event", event.project(&on_event));
+                read.bind("created", kept.project(&on_created));
+                assert_eq!(
+                    expr.eval_bool(&read).ok(),
+                    expr.eval_bool(&whole).ok(),
+                    "{source} on {event}"
+                );
+            }
+        }
     }
 
     #[test]
