@@ -302,6 +302,9 @@ struct Instance {
     meta: InstanceMeta,
     state: Option<AnyState>,
     dirty: bool,
+    /// Whether redb holds a record of it (it was loaded or written since): only then does
+    /// deleting it touch redb.
+    stored: bool,
     last_used: Instant,
 }
 
@@ -427,14 +430,15 @@ impl Shard {
         };
         if let Some(store) = self.store.as_ref().filter(|_| census) {
             let read = store.read()?;
-            for (_, bytes) in read.instances()? {
-                let stored: StoredInstance = codec::decode(&bytes)?;
+            read.for_each_instance(|bytes| {
+                let stored: StoredInstance = codec::decode(bytes)?;
                 if stored.state.is_some() {
                     status.live_instances += 1;
                 } else {
                     status.tombstones += 1;
                 }
-            }
+                Ok(())
+            })?;
             status.pending_timers = read.timer_count()?;
         }
         Ok(status)
@@ -521,6 +525,7 @@ impl Shard {
                         meta: stored.meta,
                         state,
                         dirty: false,
+                        stored: true,
                         last_used: Instant::now(),
                     }
                 }
@@ -530,6 +535,7 @@ impl Shard {
                         meta: InstanceMeta::default(),
                         state: Some(template.new_state()),
                         dirty: true,
+                        stored: false,
                         last_used: Instant::now(),
                     }
                 }
@@ -726,7 +732,10 @@ impl Shard {
                     name,
                 ))?;
             }
-            return Ok(self.txn().remove_instance(id)?);
+            if instance.stored {
+                self.txn().remove_instance(id)?;
+            }
+            return Ok(());
         }
         let retention = self.job.dedup_retention;
         let instance = self.cache.get_mut(id).expect("activated");
@@ -794,8 +803,9 @@ impl Shard {
         let tombstone = instance.state.is_none();
         self.counts.timers_fired += 1;
         if timer.name == PURGE_TIMER && tombstone {
-            self.cache.remove(&id);
-            self.txn().remove_instance(&id)?;
+            if self.cache.remove(&id).is_some_and(|i| i.stored) {
+                self.txn().remove_instance(&id)?;
+            }
             return Ok(());
         }
         self.run_handler(&id, Trigger::Timer(&timer.name, timer.time))?;
@@ -826,6 +836,7 @@ impl Shard {
             codec::encode_into(&stored, &mut bytes)?;
             txn.put_instance(id, &bytes)?;
             instance.dirty = false;
+            instance.stored = true;
         }
         if let Some(position) = &self.position {
             txn.put_meta("position", &codec::encode(position))?;

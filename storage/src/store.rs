@@ -169,7 +169,11 @@ impl ShardTxn {
 
     pub fn remove_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
         let key = timer.encode();
-        self.timers_set.remove(&key);
+        // A timer set since the last commit is usually not stored as well: a lookup (no
+        // copy-on-write of the path, unlike a delete) tells.
+        if self.timers_set.remove(&key) && self.tables().timers.get(key.as_slice())?.is_none() {
+            return Ok(());
+        }
         self.tables_mut().timers.remove(key.as_slice())?;
         Ok(())
     }
@@ -274,6 +278,19 @@ impl ShardReader {
             out.push((InstanceId::decode(key.value())?, value.value().to_vec()));
         }
         Ok(out)
+    }
+
+    /// Calls `f` with every instance's encoded record, in key order, holding one at a time.
+    pub fn for_each_instance(
+        &self,
+        mut f: impl FnMut(&[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let table = self.txn.open_table(INSTANCES)?;
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            f(value.value())?;
+        }
+        Ok(())
     }
 
     pub fn instance_count(&self) -> Result<u64, StorageError> {
