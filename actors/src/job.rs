@@ -15,8 +15,8 @@ use crate::gate::Gate;
 use crate::hash::shard_of;
 use crate::registry::{Registry, RegistryError};
 use crate::shard::{
-    Batch, Checkpoint, Deliver, Faults, Finish, Item, JobContext, Layout, Position, Recover, Shard,
-    ShardCounts, ShardStatus,
+    dispose_on_own_thread, Batch, Checkpoint, Deliver, Faults, Finish, Item, JobContext, Layout,
+    Position, Recover, Shard, ShardCounts, ShardStatus,
 };
 use crate::sink::Sinks;
 use crate::source::{self, Cursor, SourceMessage};
@@ -256,6 +256,7 @@ impl ShardHost {
             max_retries: spec.max_retries,
             faults,
             fatal: Mutex::new(None),
+            disposal: dispose_on_own_thread(),
             layout: Layout {
                 job: spec.name.clone(),
                 shards,
