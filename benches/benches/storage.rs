@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use redb::ReadableTable;
 use vigil_actors::templates::process::ProcessState;
 use vigil_benches::{example_spec, open_order, shop_lines, InstanceRecord};
-use vigil_storage::{codec, InstanceId, ShardStore, TimerKey};
+use vigil_storage::{codec, InstanceId, ShardStore, ShardTxn, TimerKey};
 
 /// An instance id shaped like the example's (the `order` process, an order number).
 fn order_id(i: u64) -> InstanceId {
@@ -139,6 +139,23 @@ fn sla_timer(time: i64, i: u64) -> TimerKey {
     )
 }
 
+/// Runs `work` `iters` times, each in a transaction of its own that is dropped (rolled back)
+/// afterwards, and returns the time spent in `work` alone.
+fn timed_in_rollbacks(
+    store: &ShardStore,
+    iters: u64,
+    mut work: impl FnMut(&mut ShardTxn),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let mut txn = store.begin().unwrap();
+        let start = Instant::now();
+        work(&mut txn);
+        total += start.elapsed();
+    }
+    total
+}
+
 fn bench_timers(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = ShardStore::open(&dir.path().join("timers.redb")).unwrap();
@@ -160,53 +177,38 @@ fn bench_timers(c: &mut Criterion) {
     // memory until the commit (`set` times that; `set_raw_redb` is the B-tree insert itself).
     group.bench_function("set", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let mut txn = store.begin().unwrap();
-                let start = Instant::now();
+            timed_in_rollbacks(&store, iters, |txn| {
                 for timer in &fresh {
                     txn.set_timer(black_box(timer)).unwrap();
                 }
-                total += start.elapsed();
-            }
-            total
+            })
         })
     });
     // An order that completes before the next checkpoint: its SLA timer is set and removed
     // in the same transaction, and never written to the B-tree.
     group.bench_function("set_then_remove", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let mut txn = store.begin().unwrap();
-                let start = Instant::now();
+            timed_in_rollbacks(&store, iters, |txn| {
                 for timer in &fresh {
                     txn.set_timer(black_box(timer)).unwrap();
                 }
                 for timer in &fresh {
                     txn.remove_timer(black_box(timer)).unwrap();
                 }
-                total += start.elapsed();
-            }
-            total
+            })
         })
     });
     group.bench_function("due_and_remove", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let mut txn = store.begin().unwrap();
-                let start = Instant::now();
+            timed_in_rollbacks(&store, iters, |txn| {
                 let fired = txn
                     .due_timers(black_box(due), TIMER_BATCH as usize)
                     .unwrap();
                 for timer in &fired {
                     txn.remove_timer(timer).unwrap();
                 }
-                total += start.elapsed();
                 assert_eq!(fired.len() as u64, TIMER_BATCH);
-            }
-            total
+            })
         })
     });
     // Ceiling: the same inserts with the timer table opened once.
