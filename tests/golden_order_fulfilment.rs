@@ -5,6 +5,8 @@ mod common;
 
 use common::{assert_matches_ground_truth, Workdir, EXAMPLE};
 use vigil_actors::job::{self, RunOptions};
+use vigil_actors::shard::{Faults, Shard};
+use vigil_storage::ShardStore;
 
 #[test]
 fn example_topology_emits_exactly_the_ground_truth() {
@@ -68,6 +70,59 @@ fn a_small_resident_budget_changes_nothing() {
     // At most 10 instances per shard stay in memory after each checkpoint (30 over 3 shards);
     // the rest are reactivated from redb when their next event comes.
     reactivations_change_nothing(17, "max_resident = 30");
+}
+
+#[test]
+fn log_rewrites_and_restarts_from_them_change_nothing() {
+    // Every checkpoint (every 20 ms) whose log holds more than 4 times what is live rewrites
+    // it; shard 1 fails twice on the way and recovers from a rewritten log. The outputs are
+    // the ground truth, the logs end far smaller than without rewrites, and a second run over
+    // the same state reads nothing new.
+    let topology = common::example_with(&[
+        (
+            "checkpoint_interval = \"1s\"",
+            "checkpoint_interval = \"20ms\"",
+        ),
+        ("shards = 8", "shards = 3"),
+    ]);
+    let run = |rewrite_bytes: u64, faults: Faults| {
+        let work = Workdir::new();
+        work.generate(23, 1_500);
+        let mut spec = work.compile(&topology);
+        spec.log_rewrite_bytes = rewrite_bytes;
+        let options = RunOptions {
+            faults,
+            ..RunOptions::default()
+        };
+        let summary = job::run(spec, options).unwrap();
+        assert_matches_ground_truth(&work);
+        let log_bytes: u64 = (0..3)
+            .map(|shard| {
+                let store = ShardStore::open(&Shard::path(&work.state(), shard)).unwrap();
+                let log_bytes = store.read().unwrap().log_bytes();
+                log_bytes
+            })
+            .sum();
+        (work, summary, log_bytes)
+    };
+    let faults = Faults {
+        fail_shard_at: Some((1, 9_000)),
+        fail_times: 2,
+    };
+    let (work, summary, rewritten) = run(0, faults);
+    assert_eq!(summary.shard_restarts, 2);
+    let (_, _, never_rewritten) = run(u64::MAX, Faults::default());
+    assert!(
+        rewritten * 3 < never_rewritten,
+        "{rewritten} vs {never_rewritten} bytes"
+    );
+
+    let before = work.output_lines();
+    let mut spec = work.compile(&topology);
+    spec.log_rewrite_bytes = 0;
+    let again = job::run(spec, RunOptions::default()).unwrap();
+    assert_eq!(again.lines_this_run, 0);
+    assert_eq!(work.output_lines(), before);
 }
 
 /// Runs the example on 3 shards, checkpointing every 20 ms with `state` added to `[state]`:

@@ -252,6 +252,7 @@ impl ShardHost {
             checkpoint_interval: spec.checkpoint_interval,
             passivate_after: spec.passivate_after,
             max_resident: (spec.max_resident / shards as usize).max(1),
+            log_rewrite_bytes: spec.log_rewrite_bytes,
             dedup_retention: spec.dedup_retention,
             max_retries: spec.max_retries,
             faults,

@@ -47,6 +47,31 @@ pub enum ShardError {
 /// Restarts of one shard actor before the job gives up.
 pub const MAX_RESTARTS: u32 = 3;
 
+/// A checkpoint rewrites the log (see [`vigil_storage::ShardTxn::restart_log`]) once it holds
+/// more than `JobContext::log_rewrite_bytes` and more than this many times what is live in it.
+const LOG_REWRITE_FACTOR: u64 = 4;
+
+/// Encodes an instance's record (what [`StoredInstance`] decodes) into `out`.
+fn encode_record(
+    job: &JobContext,
+    id: &InstanceId,
+    instance: &Instance,
+    out: &mut Vec<u8>,
+) -> Result<(), vigil_storage::CodecError> {
+    let template = &job.templates[id.template as usize];
+    let stored = StoredInstanceRef {
+        meta: &instance.meta,
+        state: instance.state.as_ref().map(|s| template.encode_state(s)),
+    };
+    out.clear();
+    codec::encode_into(&stored, out)
+}
+
+/// What an instance's record adds to the log (the record framing is a few bytes more).
+fn logged_len(id: &InstanceId, record: &[u8]) -> u32 {
+    (record.len() + id.key.len() + 2) as u32
+}
+
 /// The timer that deletes a tombstone once duplicates can no longer arrive.
 const PURGE_TIMER: &str = "__purge";
 
@@ -252,6 +277,8 @@ pub struct JobContext {
     pub passivate_after: Duration,
     /// Resident instances per shard above which the idlest are passivated at a checkpoint.
     pub max_resident: usize,
+    /// See [`crate::spec::JobSpec::log_rewrite_bytes`].
+    pub log_rewrite_bytes: u64,
     pub dedup_retention: Millis,
     pub max_retries: u32,
     pub faults: Faults,
@@ -318,11 +345,22 @@ struct StoredInstanceRef<'a> {
 struct Instance {
     meta: InstanceMeta,
     state: Option<AnyState>,
+    /// Changed since it was last logged.
     dirty: bool,
-    /// Whether redb holds a record of it (it was loaded or written since): only then does
-    /// deleting it touch redb.
+    /// Activated since the shard last logged what changed (it is in `Shard::touched`).
+    touched: bool,
+    /// Whether redb's instance table holds a record of it (it was activated from there):
+    /// only then does ending it delete one there.
     stored: bool,
+    /// The size of its record in the log; 0 if the log has none.
+    logged_len: u32,
     last_used: Instant,
+}
+
+impl Instance {
+    fn logged(&self) -> bool {
+        self.logged_len > 0
+    }
 }
 
 /// What a handler call is about.
@@ -337,6 +375,15 @@ pub struct Shard {
     store: Option<ShardStore>,
     txn: Option<ShardTxn>,
     cache: HashMap<InstanceId, Instance>,
+    /// Instances activated since the shard last logged what changed: the only ones that can
+    /// have.
+    touched: Vec<InstanceId>,
+    /// Instances logged since the last checkpoint (for its log line).
+    logged_since: u64,
+    /// The buffer instance records are encoded into.
+    record: Vec<u8>,
+    /// The sum of the cached instances' `logged_len`: what the log holds that is live.
+    logged_bytes: u64,
     watermark: Millis,
     position: Option<Position>,
     out_seq: u64,
@@ -364,6 +411,10 @@ impl Shard {
             store: None,
             txn: None,
             cache: HashMap::new(),
+            touched: Vec::new(),
+            logged_since: 0,
+            record: Vec::new(),
+            logged_bytes: 0,
             watermark: MIN_TIME,
             position: None,
             out_seq: 0,
@@ -383,15 +434,17 @@ impl Shard {
         state_dir.join(format!("shard-{shard:04}.redb"))
     }
 
-    /// Opens the store (once) and loads the last checkpoint's metadata.
+    /// Opens the store (once) and loads the last checkpoint: its metadata and the instances
+    /// it had in memory.
     fn recover(&mut self) -> Result<(), ShardError> {
+        self.txn = None; // redb has one write transaction at a time: roll this one back first
         if self.store.is_none() {
             let path = Self::path(&self.job.state_dir, self.id);
             self.created = !path.exists();
             self.store = Some(ShardStore::open(&path)?);
         }
         let store = self.store.as_ref().expect("opened above");
-        let txn = store.begin()?;
+        let (txn, logged) = store.begin()?;
         if let Some(bytes) = txn.meta("layout")? {
             let found: Layout = codec::decode(&bytes)?;
             if found != self.job.layout {
@@ -425,8 +478,36 @@ impl Shard {
         self.job.sinks.restore(self.id, &marks)?;
         self.txn = Some(txn);
         self.cache.clear();
+        self.touched.clear();
+        self.logged_bytes = 0;
+        let now = Instant::now();
+        for logged in logged {
+            let mut instance = self.decode_instance(logged.id.template, &logged.record)?;
+            instance.stored = logged.stored;
+            instance.logged_len = logged_len(&logged.id, &logged.record);
+            self.logged_bytes += u64::from(instance.logged_len);
+            instance.last_used = now;
+            self.cache.insert(logged.id, instance);
+        }
         self.changed = false;
         Ok(())
+    }
+
+    fn decode_instance(&self, template: u16, record: &[u8]) -> Result<Instance, StorageError> {
+        let stored: StoredInstance = codec::decode(record)?;
+        let state = stored
+            .state
+            .map(|s| self.job.templates[template as usize].decode_state(&s))
+            .transpose()?;
+        Ok(Instance {
+            meta: stored.meta,
+            state,
+            dirty: false,
+            touched: false,
+            stored: false,
+            logged_len: 0,
+            last_used: Instant::now(),
+        })
     }
 
     fn txn(&mut self) -> &mut ShardTxn {
@@ -510,6 +591,33 @@ impl Shard {
         self.advance_watermark(batch.watermark)?;
         self.position = Some(batch.position.clone());
         self.changed = true;
+        self.log_changes()
+    }
+
+    /// Appends the instances changed since the last call to the log entry the next
+    /// checkpoint commits. Called after every batch, so that a checkpoint has little left to
+    /// encode and holds up the worker thread only briefly; an instance changed by several
+    /// events of one batch is written once.
+    fn log_changes(&mut self) -> Result<(), ShardError> {
+        let txn = self.txn.as_mut().expect("recovered");
+        let mut record = std::mem::take(&mut self.record);
+        for id in self.touched.drain(..) {
+            let Some(instance) = self.cache.get_mut(&id) else {
+                continue; // ended since
+            };
+            instance.touched = false;
+            if !instance.dirty {
+                continue;
+            }
+            encode_record(&self.job, &id, instance, &mut record)?;
+            txn.log_instance(&id, &record, instance.stored, &instance.meta.timers)?;
+            self.logged_bytes -= u64::from(instance.logged_len);
+            instance.logged_len = logged_len(&id, &record);
+            self.logged_bytes += u64::from(instance.logged_len);
+            instance.dirty = false;
+            self.logged_since += 1;
+        }
+        self.record = record;
         Ok(())
     }
 
@@ -529,30 +637,27 @@ impl Shard {
     /// Loads an instance into the cache: from the cache, from redb, or new.
     fn activate(&mut self, id: &InstanceId) -> Result<&mut Instance, StorageError> {
         if !self.cache.contains_key(id) {
-            let template = &self.job.templates[id.template as usize];
             let instance = match self.txn.as_ref().expect("recovered").instance(id)? {
                 Some(bytes) => {
                     self.counts.instances_loaded += 1;
-                    let stored: StoredInstance = codec::decode(&bytes)?;
-                    let state = stored
-                        .state
-                        .map(|s| template.decode_state(&s))
-                        .transpose()?;
-                    Instance {
-                        meta: stored.meta,
-                        state,
-                        dirty: false,
-                        stored: true,
-                        last_used: Instant::now(),
+                    let mut instance = self.decode_instance(id.template, &bytes)?;
+                    instance.stored = true;
+                    if !instance.meta.timers.is_empty() {
+                        // Its timers move to memory; the next checkpoint logs them with it.
+                        self.txn().activate_timers(id, &instance.meta.timers)?;
+                        instance.dirty = true;
                     }
+                    instance
                 }
                 None => {
                     self.counts.instances_started += 1;
                     Instance {
                         meta: InstanceMeta::default(),
-                        state: Some(template.new_state()),
+                        state: Some(self.job.templates[id.template as usize].new_state()),
                         dirty: true,
+                        touched: false,
                         stored: false,
+                        logged_len: 0,
                         last_used: Instant::now(),
                     }
                 }
@@ -561,6 +666,10 @@ impl Shard {
         }
         let instance = self.cache.get_mut(id).expect("inserted above");
         instance.last_used = Instant::now();
+        if !instance.touched {
+            instance.touched = true;
+            self.touched.push(id.clone());
+        }
         Ok(instance)
     }
 
@@ -741,17 +850,15 @@ impl Shard {
             // Nothing to remember: delete the instance and its timers now, no tombstone.
             let instance = self.cache.remove(id).expect("activated");
             self.counts.instances_ended += 1;
-            for (name, time) in instance.meta.timers {
+            for (name, time) in &instance.meta.timers {
                 self.txn().remove_timer(&TimerKey::new(
-                    time,
+                    *time,
                     id.template,
                     id.key.as_str(),
-                    name,
+                    name.as_str(),
                 ))?;
             }
-            if instance.stored {
-                self.txn().remove_instance(id)?;
-            }
+            self.forget(id, &instance)?;
             return Ok(());
         }
         let retention = self.job.dedup_retention;
@@ -820,40 +927,72 @@ impl Shard {
         let tombstone = instance.state.is_none();
         self.counts.timers_fired += 1;
         if timer.name == PURGE_TIMER && tombstone {
-            if self.cache.remove(&id).is_some_and(|i| i.stored) {
-                self.txn().remove_instance(&id)?;
-            }
+            let instance = self.cache.remove(&id).expect("activated");
+            self.forget(&id, &instance)?;
             return Ok(());
         }
         self.run_handler(&id, Trigger::Timer(&timer.name, timer.time))?;
         Ok(())
     }
 
-    /// Writes dirty instances and metadata, syncs the sinks, then commits: the checkpoint.
+    /// Deletes an instance removed from the cache from where redb keeps it.
+    fn forget(&mut self, id: &InstanceId, instance: &Instance) -> Result<(), StorageError> {
+        self.logged_bytes -= u64::from(instance.logged_len);
+        if instance.logged() || instance.stored {
+            self.txn()
+                .remove_instance(id, instance.logged(), instance.stored)?;
+        }
+        Ok(())
+    }
+
+    /// The checkpoint: logs what changed, passivates the idle instances, writes the metadata,
+    /// syncs the sinks, then commits.
     fn checkpoint(&mut self) -> Result<(), ShardError> {
         if !self.changed {
             return Ok(());
         }
         let started = Instant::now();
+        self.log_changes()?;
         let mut txn = self.txn.take().expect("recovered");
-        let mut bytes = Vec::with_capacity(1024);
-        // In key order (`InstanceId`'s order is its bytes' order): consecutive inserts land on
+        let evict_before = self.eviction_cutoff();
+        let evict = |i: &Instance| evict_before.is_some_and(|cutoff| i.last_used < cutoff);
+        // The log has grown well past what is live in it: write every logged instance again
+        // and drop the rest.
+        let rewrite = txn.log_bytes() > self.job.log_rewrite_bytes
+            && txn.log_bytes() > LOG_REWRITE_FACTOR * self.logged_bytes;
+        if rewrite {
+            txn.restart_log()?;
+        }
+        // In key order (`InstanceId`'s order is its bytes' order): passivated instances land on
         // the same or neighbouring B-tree pages.
-        let mut dirty: Vec<(&InstanceId, &mut Instance)> =
-            self.cache.iter_mut().filter(|(_, i)| i.dirty).collect();
-        dirty.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let written = dirty.len();
-        for (id, instance) in dirty {
-            let template = &self.job.templates[id.template as usize];
-            let stored = StoredInstanceRef {
-                meta: &instance.meta,
-                state: instance.state.as_ref().map(|s| template.encode_state(s)),
-            };
-            bytes.clear();
-            codec::encode_into(&stored, &mut bytes)?;
-            txn.put_instance(id, &bytes)?;
-            instance.dirty = false;
-            instance.stored = true;
+        let mut due: Vec<(&InstanceId, &mut Instance)> = self
+            .cache
+            .iter_mut()
+            .filter(|(_, i)| i.dirty || evict(i) || (rewrite && i.logged()))
+            .collect();
+        due.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut passivated = Vec::new();
+        let record = &mut self.record;
+        for (id, instance) in due {
+            // The stored record (if any) is not the instance's latest.
+            let changed = instance.dirty || instance.logged();
+            if changed {
+                encode_record(&self.job, id, instance, record)?;
+            }
+            self.logged_bytes -= u64::from(instance.logged_len);
+            if evict(instance) {
+                let record = changed.then_some(record.as_slice());
+                txn.passivate(id, record, instance.logged(), &instance.meta.timers)?;
+                passivated.push(id.clone());
+            } else {
+                txn.log_instance(id, record, instance.stored, &instance.meta.timers)?;
+                instance.logged_len = logged_len(id, record);
+                self.logged_bytes += u64::from(instance.logged_len);
+                instance.dirty = false;
+            }
+        }
+        for id in &passivated {
+            self.cache.remove(id);
         }
         if let Some(position) = &self.position {
             txn.put_meta("position", &codec::encode(position))?;
@@ -862,38 +1001,44 @@ impl Shard {
         txn.put_meta("watermark", &codec::encode(&self.watermark))?;
         txn.put_meta("out_seq", &codec::encode(&self.out_seq))?;
         txn.put_meta("counts", &codec::encode(&self.counts))?;
+        let written = started.elapsed();
         self.job.sinks.sync()?;
+        let synced = started.elapsed();
         txn.put_meta("sink_marks", &codec::encode(&self.job.sinks.marks(self.id)))?;
         txn.commit()?;
+        self.txn = Some(txn);
         debug!(
+            target: "vigil::checkpoint",
             shard = self.id,
-            instances = written,
+            logged = std::mem::take(&mut self.logged_since),
+            passivated = passivated.len(),
+            rewrite,
+            log_bytes = self.txn.as_ref().map(ShardTxn::log_bytes),
+            write_us = written.as_micros() as u64,
+            sink_sync_us = (synced - written).as_micros() as u64,
             took_us = started.elapsed().as_micros() as u64,
             "checkpoint"
         );
-        self.txn = Some(self.store.as_ref().expect("open").begin()?);
         let done = std::mem::take(&mut self.journal);
         if let Err(returned) = self.job.disposal.send(done) {
             drop(returned.0); // the freeing thread is gone: free them here
         }
         self.changed = false;
-        self.passivate();
         Ok(())
     }
 
-    /// Drops idle instances from memory; they stay in redb and are activated on demand.
-    fn passivate(&mut self) {
-        let idle = self.job.passivate_after;
-        let now = Instant::now();
-        self.cache
-            .retain(|_, i| now.saturating_duration_since(i.last_used) < idle);
-        let max = self.job.max_resident;
-        if self.cache.len() > max {
+    /// Instances last used before this are passivated at the checkpoint: idle ones, and the
+    /// idlest beyond `max_resident`.
+    fn eviction_cutoff(&self) -> Option<Instant> {
+        let idle = Instant::now().checked_sub(self.job.passivate_after);
+        let excess = self.cache.len().saturating_sub(self.job.max_resident);
+        let by_count = if excess > 0 {
             let mut ages: Vec<Instant> = self.cache.values().map(|i| i.last_used).collect();
-            ages.sort_unstable();
-            let cutoff = ages[self.cache.len() - max];
-            self.cache.retain(|_, i| i.last_used >= cutoff);
-        }
+            Some(*ages.select_nth_unstable(excess).1)
+        } else {
+            None
+        };
+        idle.max(by_count)
     }
 
     /// Restarts the actor from its last checkpoint, or, past [`MAX_RESTARTS`], fails the job.

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use crate::time::Millis;
 
+/// The default of [`JobSpec::log_rewrite_bytes`]: 16 MiB per shard.
+pub const DEFAULT_LOG_REWRITE_BYTES: u64 = 16 << 20;
+
 /// A whole job: sources, how to decode each event type, the process templates, the sinks.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
@@ -24,6 +27,10 @@ pub struct JobSpec {
     /// Instances kept in memory across all shards; above it the least recently used are
     /// passivated at each checkpoint.
     pub max_resident: usize,
+    /// A checkpoint rewrites a shard's instance log once the log holds more than this many
+    /// bytes and more than 4 times what is live in it ([`DEFAULT_LOG_REWRITE_BYTES`]; not a
+    /// topology setting, tests lower it).
+    pub log_rewrite_bytes: u64,
     /// Bounded out-of-orderness: the watermark trails the largest event time by this much.
     pub max_out_of_orderness: Millis,
     /// With no input for this long, the watermark advances with the wall clock.

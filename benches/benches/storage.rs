@@ -1,5 +1,6 @@
-//! Shard storage: the codec on an instance record, the checkpoint (put N dirty instances +
-//! commit), durable timers (insert, fire) and instance activation (lookup among 100k).
+//! Shard storage: the codec on an instance record, the checkpoint (log N dirty instances +
+//! commit, against putting them into the instance B-tree as passivation does), durable timers
+//! (set, fire) and instance activation (lookup among 100k).
 //!
 //! The databases live in a temporary directory: put `TMPDIR` on the volume the state will use
 //! to measure its fsync cost.
@@ -90,12 +91,26 @@ fn bench_checkpoint(c: &mut Criterion) {
         let store = ShardStore::open(&dir.path().join(format!("checkpoint-{n}.redb"))).unwrap();
         let ids: Vec<InstanceId> = (0..n).map(order_id).collect();
         group.throughput(Throughput::Elements(n));
-        // The first iteration inserts, the others update: a checkpoint of N dirty instances.
+        let (mut txn, _) = store.begin().unwrap();
+        // A checkpoint of N dirty instances, as the shard writes it: appended to the log.
+        // (Each iteration restarts the log, so it stays the size of one checkpoint.)
+        group.bench_with_input(BenchmarkId::new("log_commit", n), &ids, |b, ids| {
+            b.iter(|| {
+                txn.restart_log().unwrap();
+                for id in ids {
+                    txn.log_instance(id, bytes, false, &[]).unwrap();
+                }
+                txn.put_meta("position", &codec::encode(&42u64)).unwrap();
+                txn.commit().unwrap();
+            })
+        });
+        // The same instances put into the instance B-tree (what passivating them does, and
+        // what every checkpoint did before the log): the first iteration inserts, the
+        // others update.
         group.bench_with_input(BenchmarkId::new("put_commit", n), &ids, |b, ids| {
             b.iter(|| {
-                let mut txn = store.begin().unwrap();
                 for id in ids {
-                    txn.put_instance(id, bytes).unwrap();
+                    txn.passivate(id, Some(bytes), false, &[]).unwrap();
                 }
                 txn.put_meta("position", &codec::encode(&42u64)).unwrap();
                 txn.commit().unwrap();
@@ -148,7 +163,7 @@ fn timed_in_rollbacks(
 ) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
-        let mut txn = store.begin().unwrap();
+        let (mut txn, _) = store.begin().unwrap();
         let start = Instant::now();
         work(&mut txn);
         total += start.elapsed();
@@ -159,12 +174,16 @@ fn timed_in_rollbacks(
 fn bench_timers(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = ShardStore::open(&dir.path().join("timers.redb")).unwrap();
-    // Pending timers one second apart; the first TIMER_BATCH of them are due at `due`.
-    let mut txn = store.begin().unwrap();
+    // Pending timers of passivated orders, one second apart; the first TIMER_BATCH of them
+    // are due at `due`.
+    let (mut txn, _) = store.begin().unwrap();
     for i in 0..PENDING_TIMERS {
-        txn.set_timer(&sla_timer(i as i64 * 1_000, i)).unwrap();
+        let timer = sla_timer(i as i64 * 1_000, i);
+        let timers = [(timer.name.clone(), timer.time)];
+        txn.passivate(&order_id(i), None, false, &timers).unwrap();
     }
     txn.commit().unwrap();
+    drop(txn);
     let due = (TIMER_BATCH as i64 - 1) * 1_000;
     let fresh: Vec<TimerKey> = (0..TIMER_BATCH)
         .map(|i| sla_timer(i as i64 * 1_000 + 500, PENDING_TIMERS + i))
@@ -173,8 +192,9 @@ fn bench_timers(c: &mut Criterion) {
     let mut group = c.benchmark_group("storage/timers");
     group.throughput(Throughput::Elements(TIMER_BATCH));
     // Only the operations are timed: each iteration begins its own transaction and drops it
-    // afterwards (a rollback), so every iteration sees the same table. A timer set waits in
-    // memory until the commit (`set` times that; `set_raw_redb` is the B-tree insert itself).
+    // afterwards (a rollback), so every iteration sees the same table. A timer of an instance
+    // in memory is kept in memory (`set` times that; `set_raw_redb` is a B-tree insert, what
+    // passivating the instance does with it).
     group.bench_function("set", |b| {
         b.iter_custom(|iters| {
             timed_in_rollbacks(&store, iters, |txn| {
@@ -184,8 +204,8 @@ fn bench_timers(c: &mut Criterion) {
             })
         })
     });
-    // An order that completes before the next checkpoint: its SLA timer is set and removed
-    // in the same transaction, and never written to the B-tree.
+    // An order that completes while in memory: its SLA timer is set and removed, and never
+    // written to the B-tree.
     group.bench_function("set_then_remove", |b| {
         b.iter_custom(|iters| {
             timed_in_rollbacks(&store, iters, |txn| {
@@ -251,11 +271,13 @@ fn bench_activation(c: &mut Criterion) {
     let (_, _, bytes) = fixture();
     let dir = tempfile::tempdir().unwrap();
     let store = ShardStore::open(&dir.path().join("activation.redb")).unwrap();
-    let mut txn = store.begin().unwrap();
+    let (mut txn, _) = store.begin().unwrap();
     for i in 0..INSTANCES {
-        txn.put_instance(&order_id(i), bytes).unwrap();
+        txn.passivate(&order_id(i), Some(bytes), false, &[])
+            .unwrap();
     }
     txn.commit().unwrap();
+    drop(txn);
     // Existing keys in a scattered order (a full-period step through 0..INSTANCES).
     let probes: Vec<InstanceId> = (0..4_096u64)
         .map(|i| order_id((i * 7_919 + 13) % INSTANCES))
@@ -263,7 +285,7 @@ fn bench_activation(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("storage/activation");
     group.throughput(Throughput::Elements(1));
-    let txn = store.begin().unwrap();
+    let (txn, _) = store.begin().unwrap();
     let mut next = 0;
     group.bench_function("lookup_of_100k", |b| {
         b.iter(|| {

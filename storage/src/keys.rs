@@ -67,12 +67,17 @@ impl TimerKey {
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.key.len() + self.name.len());
-        out.extend_from_slice(&Self::time_prefix(self.time));
-        out.extend_from_slice(&self.template.to_be_bytes());
-        out.extend_from_slice(&(self.key.len() as u32).to_be_bytes());
-        out.extend_from_slice(self.key.as_bytes());
-        out.extend_from_slice(self.name.as_bytes());
+        Self::encode_parts(self.time, self.template, self.key.as_bytes(), &self.name)
+    }
+
+    /// The encoding of `TimerKey::new(time, template, key, name)`, without building one.
+    pub(crate) fn encode_parts(time: i64, template: u16, key: &[u8], name: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + key.len() + name.len());
+        out.extend_from_slice(&Self::time_prefix(time));
+        out.extend_from_slice(&template.to_be_bytes());
+        out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(name.as_bytes());
         out
     }
 

@@ -1,10 +1,12 @@
-//! The shard database: three typed tables and one long-lived write transaction per checkpoint.
+//! The shard database: the instance log, the instance and timer tables of passivated
+//! instances, metadata, and one long-lived write transaction per checkpoint interval.
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
@@ -12,14 +14,17 @@ use redb::{
 };
 
 use crate::keys::{InstanceId, TimerKey};
+use crate::log::{self, LoggedRecord, CHUNK_BYTES};
 use crate::StorageError;
 
-/// Process instances: `InstanceId` bytes → the runtime's encoded instance record.
+/// Passivated process instances: `InstanceId` bytes → the runtime's encoded instance record.
 const INSTANCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("instances.v1");
-/// Durable timers: `TimerKey` bytes → nothing.
+/// Durable timers of passivated instances: `TimerKey` bytes → nothing.
 const TIMERS: TableDefinition<&[u8], ()> = TableDefinition::new("timers.v1");
 /// Shard metadata: source position, watermark, output sequence, counters.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta.v1");
+/// The instance log: chunk sequence number → records (see [`crate::log`]).
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log.v1");
 
 /// redb's page cache per shard (read cache and write buffer together). redb's default, 1 GiB
 /// per database, let 8 shards over a million instances keep every page they touched in memory;
@@ -27,9 +32,25 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta.v1");
 pub const CACHE_BYTES: usize = 64 << 20;
 
 /// One shard's redb database.
+///
+/// It keeps an instance in one of two places. An instance the shard has in memory is
+/// *logged*: each checkpoint appends its record (with its timers) to the log if it changed,
+/// and its timers are kept in memory for the due-timer scan. An instance the shard dropped
+/// from memory is *passivated*: its record is in the instance table, its timers in the timer
+/// table, where activating it finds them. Beginning a transaction reads the log back, so the
+/// shard gets the instances it had in memory at the last checkpoint.
 pub struct ShardStore {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
+}
+
+/// An instance in the log at the last checkpoint, handed back by [`ShardStore::begin`].
+#[derive(Debug, Clone)]
+pub struct LoggedInstance {
+    pub id: InstanceId,
+    pub record: Vec<u8>,
+    /// The instance table also holds an older record of it (delete it when the instance ends).
+    pub stored: bool,
 }
 
 impl ShardStore {
@@ -49,9 +70,10 @@ impl ShardStore {
         txn.open_table(INSTANCES)?;
         txn.open_table(TIMERS)?;
         txn.open_table(META)?;
+        txn.open_table(LOG)?;
         txn.commit()?;
         Ok(ShardStore {
-            db,
+            db: Arc::new(db),
             path: path.to_owned(),
         })
     }
@@ -60,121 +82,241 @@ impl ShardStore {
         &self.path
     }
 
-    /// Starts the write transaction that collects every change up to the next checkpoint.
-    pub fn begin(&self) -> Result<ShardTxn, StorageError> {
-        ShardTxn::begin(self.db.begin_write()?)
+    /// Starts the write transaction that collects every change up to the next checkpoint, at
+    /// the last checkpoint: with the instances the log holds (the shard's resident ones then).
+    pub fn begin(&self) -> Result<(ShardTxn, Vec<LoggedInstance>), StorageError> {
+        let mut txn = ShardTxn::begin(self.db.clone())?;
+        let mut live = HashMap::new();
+        let (mut bytes, mut next_seq) = (0, 0);
+        for entry in txn.tables().log.iter()? {
+            let (seq, chunk) = entry?;
+            bytes += chunk.value().len() as u64;
+            next_seq = seq.value() + 1;
+            log::replay(chunk.value(), &mut live)?;
+        }
+        (txn.log_bytes, txn.next_seq) = (bytes, next_seq);
+        let mut logged = Vec::with_capacity(live.len());
+        for (id, record) in live {
+            txn.resident_timers.extend(record.timer_keys(&id));
+            logged.push(LoggedInstance {
+                id: InstanceId::decode(&id)?,
+                record: record.record,
+                stored: record.stored,
+            });
+        }
+        Ok((txn, logged))
     }
 
     /// A consistent read-only view of the last committed checkpoint.
     pub fn read(&self) -> Result<ShardReader, StorageError> {
+        let txn = self.db.begin_read()?;
+        let (mut log, mut log_bytes) = (HashMap::new(), 0);
+        for entry in txn.open_table(LOG)?.iter()? {
+            let (_, chunk) = entry?;
+            log_bytes += chunk.value().len() as u64;
+            log::replay(chunk.value(), &mut log)?;
+        }
         Ok(ShardReader {
-            txn: self.db.begin_read()?,
+            txn,
+            log,
+            log_bytes,
         })
     }
 }
 
-/// Every change between two checkpoints. Dropping it without [`ShardTxn::commit`] discards
-/// the changes, which is how a shard rolls back to its last checkpoint.
+/// Every change between two checkpoints. [`ShardTxn::commit`] makes them durable and goes on
+/// with the next interval; dropping it discards the changes since the last commit, which is
+/// how a shard rolls back to its last checkpoint (and [`ShardStore::begin`] starts again).
 ///
-/// The three tables are opened once, when the transaction begins, and stay open until it is
-/// committed or dropped: opening a redb table per call cost 1.5–2.4x the work itself
-/// (`benches/benches/storage.rs`, `*_raw_redb`).
-///
-/// Timers set in this transaction are kept in memory and inserted into redb, in key order, at
-/// the commit: one removed before the commit (an order completes before its deadline, a timer
-/// fires) never touches the B-tree. A removal also removes the stored copy, if any: a timer
-/// set again while stored is gone after one removal, like any other.
+/// The tables are opened once per interval and stay open until the commit: opening a redb
+/// table per call cost 1.5–2.4x the work itself (`benches/benches/storage.rs`, `*_raw_redb`).
 pub struct ShardTxn {
+    db: Arc<Database>,
     /// Borrows `*txn`; always dropped (the tables closed) before the transaction.
     tables: Option<Tables>,
-    /// Encoded keys of the timers set since the transaction began, not yet in `timers`.
-    timers_set: BTreeSet<Vec<u8>>,
     /// The transaction, owned through a raw pointer (from `Box::into_raw`) rather than a
     /// `Box`, so that moving a `ShardTxn` does not assert unique access to a transaction the
     /// tables borrow. Freed by `commit` or `Drop`, after the tables; `None` once it is.
     txn: Option<NonNull<WriteTransaction>>,
+    /// Encoded keys of the timers of logged instances: in memory only (and in the instances'
+    /// log records).
+    resident_timers: BTreeSet<Vec<u8>>,
+    /// Log records not yet written to the log table.
+    entry: Vec<u8>,
+    /// The sequence number of the next log chunk.
+    next_seq: u64,
+    /// Bytes in the log table, counting the chunks written in this interval.
+    log_bytes: u64,
+    /// Set by [`ShardTxn::restart_log`]: chunks before this one are deleted at the commit.
+    log_starts_at: Option<u64>,
 }
 
 /// The open tables of a [`ShardTxn`]. Their `'static` is a lie told to the borrow checker:
 /// they borrow the `WriteTransaction` owned by the same `ShardTxn`, which outlives them (see
-/// [`ShardTxn::begin`]).
+/// [`ShardTxn::open_tables`]).
 struct Tables {
     instances: Table<'static, &'static [u8], &'static [u8]>,
     timers: Table<'static, &'static [u8], ()>,
     meta: Table<'static, &'static str, &'static [u8]>,
+    log: Table<'static, u64, &'static [u8]>,
 }
 
 // SAFETY: a `ShardTxn` owns its transaction exclusively (the tables are private and borrow
-// only it), so sending it sends a `WriteTransaction` and its tables together, as the former
-// `txn: WriteTransaction` field did.
+// only it), so sending it sends a `WriteTransaction` and its tables together, as a
+// `txn: WriteTransaction` field would.
 unsafe impl Send for ShardTxn where WriteTransaction: Send {}
 
 impl ShardTxn {
-    fn begin(txn: WriteTransaction) -> Result<ShardTxn, StorageError> {
-        let txn = NonNull::from(Box::leak(Box::new(txn)));
+    fn begin(db: Arc<Database>) -> Result<ShardTxn, StorageError> {
         let mut this = ShardTxn {
+            db,
             tables: None,
-            timers_set: BTreeSet::new(),
-            txn: Some(txn),
+            txn: None,
+            resident_timers: BTreeSet::new(),
+            entry: Vec::new(),
+            next_seq: 0,
+            log_bytes: 0,
+            log_starts_at: None,
         };
+        this.open_tables()?;
+        Ok(this)
+    }
+
+    /// Begins a write transaction and opens the tables in it.
+    fn open_tables(&mut self) -> Result<(), StorageError> {
+        debug_assert!(self.txn.is_none() && self.tables.is_none());
+        let txn = NonNull::from(Box::leak(Box::new(self.db.begin_write()?)));
+        self.txn = Some(txn);
         // SAFETY: the transaction lives on the heap, at an address that does not change, until
         // `commit` or `Drop` frees it, and both drop the tables first. Nothing else accesses
         // it mutably meanwhile. The `'static` references never leave this module.
         let borrowed: &'static WriteTransaction = unsafe { txn.as_ref() };
-        this.tables = Some(Tables {
+        self.tables = Some(Tables {
             instances: borrowed.open_table(INSTANCES)?,
             timers: borrowed.open_table(TIMERS)?,
             meta: borrowed.open_table(META)?,
+            log: borrowed.open_table(LOG)?,
         });
-        Ok(this)
+        Ok(())
     }
 
     /// Closes the tables and takes back the transaction.
-    fn into_txn(mut self) -> WriteTransaction {
+    fn take_txn(&mut self) -> WriteTransaction {
         drop(self.tables.take());
         let txn = self.txn.take().expect("owned until taken");
-        // SAFETY: from `Box::leak` in `begin`, taken once; the tables that borrowed it are gone.
+        // SAFETY: from `Box::leak` in `open_tables`, taken once; the tables that borrowed it
+        // are gone.
         *unsafe { Box::from_raw(txn.as_ptr()) }
     }
 
     fn tables(&self) -> &Tables {
-        self.tables.as_ref().expect("tables are open until commit")
+        self.tables
+            .as_ref()
+            .expect("tables are open between commits")
     }
 
     fn tables_mut(&mut self) -> &mut Tables {
-        self.tables.as_mut().expect("tables are open until commit")
+        self.tables
+            .as_mut()
+            .expect("tables are open between commits")
     }
 
+    /// The record of a passivated instance. (A logged instance is in the shard's memory.)
     pub fn instance(&self, id: &InstanceId) -> Result<Option<Vec<u8>>, StorageError> {
         let value = self.tables().instances.get(id.encode().as_slice())?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
-    pub fn put_instance(&mut self, id: &InstanceId, bytes: &[u8]) -> Result<(), StorageError> {
-        self.tables_mut()
-            .instances
-            .insert(id.encode().as_slice(), bytes)?;
+    /// Writes an instance's record and its timers, `(name, time)`, to this checkpoint's log
+    /// entry. Its timers must be in memory already (set, or moved there by
+    /// [`ShardTxn::activate_timers`]). `stored`: the instance table holds an older record.
+    pub fn log_instance(
+        &mut self,
+        id: &InstanceId,
+        record: &[u8],
+        stored: bool,
+        timers: &[(String, i64)],
+    ) -> Result<(), StorageError> {
+        let timers = timers.iter().map(|(name, time)| (*time, name.as_str()));
+        log::put(&mut self.entry, &id.encode(), record, stored, timers);
+        self.write_chunk_if_full()
+    }
+
+    /// Passivates an instance: `record` (if it changed since it was passivated last) goes to
+    /// the instance table and its timers from memory to the timer table; a `logged` instance
+    /// leaves the log.
+    pub fn passivate(
+        &mut self,
+        id: &InstanceId,
+        record: Option<&[u8]>,
+        logged: bool,
+        timers: &[(String, i64)],
+    ) -> Result<(), StorageError> {
+        let encoded = id.encode();
+        if let Some(record) = record {
+            self.tables_mut()
+                .instances
+                .insert(encoded.as_slice(), record)?;
+        }
+        for (name, time) in timers {
+            let key = TimerKey::encode_parts(*time, id.template, id.key.as_bytes(), name);
+            self.resident_timers.remove(&key);
+            self.tables_mut().timers.insert(key.as_slice(), ())?;
+        }
+        if logged {
+            log::forget(&mut self.entry, &encoded);
+            self.write_chunk_if_full()?;
+        }
         Ok(())
     }
 
-    pub fn remove_instance(&mut self, id: &InstanceId) -> Result<(), StorageError> {
-        self.tables_mut().instances.remove(id.encode().as_slice())?;
+    /// Moves the timers of an instance just activated from the instance table into memory.
+    /// The shard must log the instance at the next checkpoint: its timers are then in no
+    /// table.
+    pub fn activate_timers(
+        &mut self,
+        id: &InstanceId,
+        timers: &[(String, i64)],
+    ) -> Result<(), StorageError> {
+        for (name, time) in timers {
+            let key = TimerKey::encode_parts(*time, id.template, id.key.as_bytes(), name);
+            self.tables_mut().timers.remove(key.as_slice())?;
+            self.resident_timers.insert(key);
+        }
         Ok(())
     }
 
+    /// Deletes an ended instance: from the log if `logged`, from the instance table if
+    /// `stored`. (Its timers are removed one by one with [`ShardTxn::remove_timer`].)
+    pub fn remove_instance(
+        &mut self,
+        id: &InstanceId,
+        logged: bool,
+        stored: bool,
+    ) -> Result<(), StorageError> {
+        let encoded = id.encode();
+        if stored {
+            self.tables_mut().instances.remove(encoded.as_slice())?;
+        }
+        if logged {
+            log::forget(&mut self.entry, &encoded);
+            self.write_chunk_if_full()?;
+        }
+        Ok(())
+    }
+
+    /// Sets a timer of a resident instance (kept in memory, logged with the instance).
     pub fn set_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
-        self.timers_set.insert(timer.encode());
+        self.resident_timers.insert(timer.encode());
         Ok(())
     }
 
+    /// Removes a timer: of a resident instance from memory, else from the timer table.
     pub fn remove_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
         let key = timer.encode();
-        // A timer set since the last commit is usually not stored as well: a lookup (no
-        // copy-on-write of the path, unlike a delete) tells.
-        if self.timers_set.remove(&key) && self.tables().timers.get(key.as_slice())?.is_none() {
-            return Ok(());
+        if !self.resident_timers.remove(&key) {
+            self.tables_mut().timers.remove(key.as_slice())?;
         }
-        self.tables_mut().timers.remove(key.as_slice())?;
         Ok(())
     }
 
@@ -182,37 +324,36 @@ impl ShardTxn {
     pub fn due_timers(&self, upto: i64, limit: usize) -> Result<Vec<TimerKey>, StorageError> {
         let end = upto.checked_add(1).map(TimerKey::time_prefix);
         let table = &self.tables().timers;
-        let (stored, set) = match &end {
+        let (stored, resident) = match &end {
             Some(end) => (
                 table.range::<&[u8]>(..end.as_slice())?,
-                self.timers_set
+                self.resident_timers
                     .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(end.as_slice()))),
             ),
             None => (
                 table.range::<&[u8]>(..)?,
-                self.timers_set.range::<[u8], _>(..),
+                self.resident_timers.range::<[u8], _>(..),
             ),
         };
         // Both are sorted by key: merge them, a key in both once.
         let mut stored = stored.peekable();
-        let mut set = set.peekable();
+        let mut resident = resident.peekable();
         let mut due = Vec::new();
         while due.len() < limit {
-            let order = match (stored.peek(), set.peek()) {
+            let order = match (stored.peek(), resident.peek()) {
                 (None, None) => break,
                 (Some(Err(_)), _) | (Some(_), None) => Ordering::Less, // an error: `?` below
                 (None, Some(_)) => Ordering::Greater,
                 (Some(Ok((key, _))), Some(set_key)) => key.value().cmp(set_key.as_slice()),
             };
             if order == Ordering::Equal {
-                set.next();
+                resident.next();
             }
-            let from_stored = order != Ordering::Greater;
-            let timer = if from_stored {
+            let timer = if order != Ordering::Greater {
                 let (key, _) = stored.next().expect("peeked")?;
                 TimerKey::decode(key.value())?
             } else {
-                TimerKey::decode(set.next().expect("peeked"))?
+                TimerKey::decode(resident.next().expect("peeked"))?
             };
             due.push(timer);
         }
@@ -234,15 +375,51 @@ impl ShardTxn {
         Ok(())
     }
 
-    /// Commits every change durably (fsync): this is the checkpoint.
-    pub fn commit(mut self) -> Result<(), StorageError> {
-        let set = std::mem::take(&mut self.timers_set);
-        let timers = &mut self.tables_mut().timers;
-        for key in set {
-            timers.insert(key.as_slice(), ())?;
-        }
-        self.into_txn().commit()?;
+    /// Bytes in the log, counting what this interval wrote so far.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes + self.entry.len() as u64
+    }
+
+    /// The log starts again with this checkpoint: its earlier chunks are deleted at the
+    /// commit. Call it before logging the checkpoint's records, and then log every instance
+    /// the shard keeps in memory that is logged (not only the changed ones).
+    pub fn restart_log(&mut self) -> Result<(), StorageError> {
+        self.write_chunk()?;
+        self.log_starts_at = Some(self.next_seq);
+        self.log_bytes = 0;
         Ok(())
+    }
+
+    fn write_chunk_if_full(&mut self) -> Result<(), StorageError> {
+        if self.entry.len() >= CHUNK_BYTES {
+            self.write_chunk()?;
+        }
+        Ok(())
+    }
+
+    fn write_chunk(&mut self) -> Result<(), StorageError> {
+        if self.entry.is_empty() {
+            return Ok(());
+        }
+        let entry = std::mem::take(&mut self.entry);
+        let seq = self.next_seq;
+        self.tables_mut().log.insert(seq, entry.as_slice())?;
+        self.next_seq += 1;
+        self.log_bytes += entry.len() as u64;
+        self.entry = entry;
+        self.entry.clear();
+        Ok(())
+    }
+
+    /// Commits every change durably (fsync): this is the checkpoint. The transaction goes on
+    /// with the next interval.
+    pub fn commit(&mut self) -> Result<(), StorageError> {
+        self.write_chunk()?;
+        if let Some(start) = self.log_starts_at.take() {
+            self.tables_mut().log.retain_in(..start, |_, _| false)?;
+        }
+        self.take_txn().commit()?;
+        self.open_tables()
     }
 }
 
@@ -251,64 +428,108 @@ impl Drop for ShardTxn {
     fn drop(&mut self) {
         drop(self.tables.take());
         if let Some(txn) = self.txn.take() {
-            // SAFETY: as in `into_txn`.
+            // SAFETY: as in `take_txn`.
             drop(unsafe { Box::from_raw(txn.as_ptr()) });
         }
     }
 }
 
-/// A read-only view of a shard's last checkpoint, for queries and tests.
+/// A read-only view of a shard's last checkpoint, logged and passivated instances together,
+/// for summaries, snapshots and tests.
 pub struct ShardReader {
     txn: ReadTransaction,
+    /// The log's instances: encoded id → latest record.
+    log: HashMap<Vec<u8>, LoggedRecord>,
+    log_bytes: u64,
 }
 
 impl ShardReader {
     pub fn instance(&self, id: &InstanceId) -> Result<Option<Vec<u8>>, StorageError> {
+        let encoded = id.encode();
+        if let Some(logged) = self.log.get(&encoded) {
+            return Ok(Some(logged.record.clone()));
+        }
         let table = self.txn.open_table(INSTANCES)?;
-        let value = table.get(id.encode().as_slice())?;
+        let value = table.get(encoded.as_slice())?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
-    /// Every instance of the shard with its encoded record.
+    /// Every instance of the shard with its encoded record, in id order.
     pub fn instances(&self) -> Result<Vec<(InstanceId, Vec<u8>)>, StorageError> {
-        let table = self.txn.open_table(INSTANCES)?;
         let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (key, value) = entry?;
-            out.push((InstanceId::decode(key.value())?, value.value().to_vec()));
-        }
+        self.for_each_encoded(|id, record| {
+            out.push((InstanceId::decode(id)?, record.to_vec()));
+            Ok(())
+        })?;
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
-    /// Calls `f` with every instance's encoded record, in key order, holding one at a time.
+    /// Calls `f` with every instance's encoded record, holding one at a time (passivated
+    /// ones in id order, then logged ones).
     pub fn for_each_instance(
         &self,
         mut f: impl FnMut(&[u8]) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
+        self.for_each_encoded(|_, record| f(record))
+    }
+
+    fn for_each_encoded(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
         let table = self.txn.open_table(INSTANCES)?;
         for entry in table.iter()? {
-            let (_, value) = entry?;
-            f(value.value())?;
+            let (id, record) = entry?;
+            // A logged instance's stored record is an older one.
+            if !self.log.contains_key(id.value()) {
+                f(id.value(), record.value())?;
+            }
+        }
+        for (id, logged) in &self.log {
+            f(id, &logged.record)?;
         }
         Ok(())
     }
 
+    /// The size of the log: what recovering the shard reads.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
+    }
+
     pub fn instance_count(&self) -> Result<u64, StorageError> {
-        Ok(self.txn.open_table(INSTANCES)?.len()?)
+        let mut count = 0;
+        self.for_each_encoded(|_, _| {
+            count += 1;
+            Ok(())
+        })?;
+        Ok(count)
     }
 
     pub fn timer_count(&self) -> Result<u64, StorageError> {
-        Ok(self.txn.open_table(TIMERS)?.len()?)
+        let logged: usize = self.log.values().map(|l| l.timers.len()).sum();
+        Ok(self.txn.open_table(TIMERS)?.len()? + logged as u64)
     }
 
+    /// Every timer, in key (time) order.
     pub fn timers(&self) -> Result<Vec<TimerKey>, StorageError> {
-        let table = self.txn.open_table(TIMERS)?;
         let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (key, _) = entry?;
-            out.push(TimerKey::decode(key.value())?);
+        for key in self.timer_keys()? {
+            out.push(TimerKey::decode(&key)?);
         }
         Ok(out)
+    }
+
+    fn timer_keys(&self) -> Result<BTreeSet<Vec<u8>>, StorageError> {
+        let mut keys = BTreeSet::new();
+        for entry in self.txn.open_table(TIMERS)?.iter()? {
+            let (key, _) = entry?;
+            keys.insert(key.value().to_vec());
+        }
+        for (id, logged) in &self.log {
+            keys.extend(logged.timer_keys(id));
+        }
+        Ok(keys)
     }
 
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
@@ -316,12 +537,10 @@ impl ShardReader {
         let value = table.get(name)?;
         Ok(value.map(|v| v.value().to_vec()))
     }
-}
 
-impl ShardReader {
-    /// Writes this checkpoint, compacted, to a new database at `path` (a shard snapshot): to
-    /// `path` + `.tmp` first, synced, then renamed, so `path` is always a whole snapshot.
-    /// Returns the snapshot's size in bytes.
+    /// Writes this checkpoint, compacted, to a new database at `path` (a shard snapshot):
+    /// every instance passivated (the log empty), to `path` + `.tmp` first, synced, then
+    /// renamed, so `path` is always a whole snapshot. Returns the snapshot's size in bytes.
     pub fn export_to(&self, path: &Path) -> Result<u64, StorageError> {
         let tmp = path.with_extension("tmp");
         let _ = std::fs::remove_file(&tmp);
@@ -334,14 +553,13 @@ impl ShardReader {
             let txn = target.db.begin_write()?;
             {
                 let mut instances = txn.open_table(INSTANCES)?;
-                for entry in self.txn.open_table(INSTANCES)?.iter()? {
-                    let (key, value) = entry?;
-                    instances.insert(key.value(), value.value())?;
-                }
+                self.for_each_encoded(|id, record| {
+                    instances.insert(id, record)?;
+                    Ok(())
+                })?;
                 let mut timers = txn.open_table(TIMERS)?;
-                for entry in self.txn.open_table(TIMERS)?.iter()? {
-                    let (key, _) = entry?;
-                    timers.insert(key.value(), ())?;
+                for key in self.timer_keys()? {
+                    timers.insert(key.as_slice(), ())?;
                 }
                 let mut meta = txn.open_table(META)?;
                 for entry in self.txn.open_table(META)?.iter()? {

@@ -1,7 +1,16 @@
 //! A checkpoint is all or nothing: changes made after the last commit vanish when the
-//! transaction is dropped (the shard rolls back), and committed ones survive reopening.
+//! transaction is dropped (the shard rolls back), and committed ones survive reopening,
+//! whether the instance was logged or passivated.
 
 use vigil_storage::{codec, InstanceId, ShardStore, TimerKey};
+
+fn sla(time: i64, key: &str) -> TimerKey {
+    TimerKey::new(time, 3, key, "sla")
+}
+
+fn timers(time: i64) -> Vec<(String, i64)> {
+    vec![("sla".to_owned(), time)]
+}
 
 #[test]
 fn uncommitted_changes_roll_back_and_committed_ones_survive_reopen() {
@@ -10,30 +19,28 @@ fn uncommitted_changes_roll_back_and_committed_ones_survive_reopen() {
     let order = InstanceId::new(3, "ORD-1");
     {
         let store = ShardStore::open(&path).unwrap();
-        let mut txn = store.begin().unwrap();
-        txn.put_instance(&order, b"v1").unwrap();
-        txn.set_timer(&TimerKey::new(50, 3, "ORD-1", "sla"))
-            .unwrap();
+        let (mut txn, logged) = store.begin().unwrap();
+        assert!(logged.is_empty());
+        txn.set_timer(&sla(50, "ORD-1")).unwrap();
+        txn.log_instance(&order, b"v1", false, &timers(50)).unwrap();
         txn.put_meta("position", &codec::encode(&10u64)).unwrap();
         txn.commit().unwrap();
 
-        let mut txn = store.begin().unwrap();
-        txn.put_instance(&order, b"v2").unwrap();
-        txn.remove_timer(&TimerKey::new(50, 3, "ORD-1", "sla"))
-            .unwrap();
+        txn.remove_timer(&sla(50, "ORD-1")).unwrap();
+        txn.log_instance(&order, b"v2", false, &[]).unwrap();
         txn.put_meta("position", &codec::encode(&20u64)).unwrap();
-        // The transaction sees its own writes...
-        assert_eq!(txn.instance(&order).unwrap().as_deref(), Some(&b"v2"[..]));
         assert!(txn.due_timers(100, 10).unwrap().is_empty());
-        drop(txn); // ...and a crash before commit loses all of them together.
+        drop(txn); // a crash before the commit loses all of it together
     }
     let store = ShardStore::open(&path).unwrap();
+    let (txn, logged) = store.begin().unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!((&logged[0].id, &logged[0].record[..]), (&order, &b"v1"[..]));
+    assert_eq!(txn.due_timers(100, 10).unwrap(), vec![sla(50, "ORD-1")]);
+    drop(txn);
     let read = store.read().unwrap();
     assert_eq!(read.instance(&order).unwrap().as_deref(), Some(&b"v1"[..]));
-    assert_eq!(
-        read.timers().unwrap(),
-        vec![TimerKey::new(50, 3, "ORD-1", "sla")]
-    );
+    assert_eq!(read.timers().unwrap(), vec![sla(50, "ORD-1")]);
     let position: u64 = codec::decode(&read.meta("position").unwrap().unwrap()).unwrap();
     assert_eq!(position, 10);
 }
@@ -42,7 +49,7 @@ fn uncommitted_changes_roll_back_and_committed_ones_survive_reopen() {
 fn due_timers_come_in_time_order_up_to_the_watermark() {
     let dir = tempfile::tempdir().unwrap();
     let store = ShardStore::open(&dir.path().join("s.redb")).unwrap();
-    let mut txn = store.begin().unwrap();
+    let (mut txn, _) = store.begin().unwrap();
     for (time, key) in [(30, "c"), (-5, "neg"), (10, "a"), (10, "b"), (31, "late")] {
         txn.set_timer(&TimerKey::new(time, 0, key, "t")).unwrap();
     }
@@ -67,56 +74,146 @@ fn due_timers_come_in_time_order_up_to_the_watermark() {
 }
 
 #[test]
-fn timers_set_since_the_checkpoint_merge_with_stored_ones_and_are_stored_at_the_commit() {
+fn timers_of_passivated_and_resident_instances_merge_in_time_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = ShardStore::open(&dir.path().join("s.redb")).unwrap();
-    let timer = |time, key: &str| TimerKey::new(time, 0, key, "t");
-    let mut txn = store.begin().unwrap();
+    let keys = |t: Vec<TimerKey>| -> Vec<String> { t.into_iter().map(|t| t.key).collect() };
+    let (mut txn, _) = store.begin().unwrap();
     for (time, key) in [(10, "a"), (30, "c"), (50, "e")] {
-        txn.set_timer(&timer(time, key)).unwrap();
+        txn.set_timer(&sla(time, key)).unwrap();
+        txn.passivate(&InstanceId::new(3, key), Some(b"p"), false, &timers(time))
+            .unwrap();
     }
     txn.commit().unwrap();
-
-    let mut txn = store.begin().unwrap();
-    for (time, key) in [(20, "b"), (30, "c"), (40, "d"), (60, "f")] {
-        txn.set_timer(&timer(time, key)).unwrap();
+    for (time, key) in [(20, "b"), (40, "d"), (60, "f")] {
+        txn.set_timer(&sla(time, key)).unwrap();
     }
-    txn.remove_timer(&timer(40, "d")).unwrap(); // set and removed before any commit
-    txn.remove_timer(&timer(10, "a")).unwrap(); // stored, removed now
-    let keys =
-        |timers: Vec<TimerKey>| -> Vec<String> { timers.into_iter().map(|t| t.key).collect() };
-    // In key order, each once: "c" is both stored and set again.
+    txn.remove_timer(&sla(40, "d")).unwrap(); // resident, removed from memory
+    txn.remove_timer(&sla(10, "a")).unwrap(); // passivated, removed from its table
     assert_eq!(keys(txn.due_timers(50, 100).unwrap()), ["b", "c", "e"]);
     assert_eq!(keys(txn.due_timers(50, 2).unwrap()), ["b", "c"]);
-    assert_eq!(txn.next_timer().unwrap(), Some(timer(20, "b")));
+    assert_eq!(txn.next_timer().unwrap(), Some(sla(20, "b")));
+    txn.log_instance(&InstanceId::new(3, "b"), b"l", false, &timers(20))
+        .unwrap();
+    txn.log_instance(&InstanceId::new(3, "f"), b"l", false, &timers(60))
+        .unwrap();
     txn.commit().unwrap();
-
+    drop(txn);
     assert_eq!(
         keys(store.read().unwrap().timers().unwrap()),
         ["b", "c", "e", "f"]
     );
+    assert_eq!(store.read().unwrap().timer_count().unwrap(), 4);
     // Rolled back: a timer set after the last commit is gone with the transaction.
-    let mut txn = store.begin().unwrap();
-    txn.set_timer(&timer(5, "z")).unwrap();
-    assert_eq!(txn.next_timer().unwrap(), Some(timer(5, "z")));
+    let (mut txn, _) = store.begin().unwrap();
+    assert_eq!(txn.next_timer().unwrap(), Some(sla(20, "b")));
+    txn.set_timer(&sla(5, "z")).unwrap();
+    assert_eq!(txn.next_timer().unwrap(), Some(sla(5, "z")));
     drop(txn);
-    let txn = store.begin().unwrap();
-    assert_eq!(txn.next_timer().unwrap(), Some(timer(20, "b")));
+    let (txn, _) = store.begin().unwrap();
+    assert_eq!(txn.next_timer().unwrap(), Some(sla(20, "b")));
 }
 
 #[test]
-fn a_timer_set_again_while_stored_is_gone_after_one_removal() {
+fn an_activated_instance_is_read_from_its_log_record_and_ends_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     let store = ShardStore::open(&dir.path().join("s.redb")).unwrap();
-    let sla = TimerKey::new(10, 0, "ORD-1", "sla");
-    let mut txn = store.begin().unwrap();
-    txn.set_timer(&sla).unwrap();
+    let order = InstanceId::new(3, "ORD-1");
+    let (mut txn, _) = store.begin().unwrap();
+    txn.set_timer(&sla(50, "ORD-1")).unwrap();
+    txn.log_instance(&order, b"v1", false, &timers(50)).unwrap();
     txn.commit().unwrap();
-    let mut txn = store.begin().unwrap();
-    txn.set_timer(&sla).unwrap();
-    assert_eq!(txn.due_timers(10, 10).unwrap(), vec![sla.clone()]);
-    txn.remove_timer(&sla).unwrap();
-    assert!(txn.due_timers(10, 10).unwrap().is_empty());
+    txn.passivate(&order, Some(b"v1"), true, &timers(50))
+        .unwrap();
     txn.commit().unwrap();
-    assert!(store.read().unwrap().timers().unwrap().is_empty());
+    drop(txn);
+
+    let (mut txn, logged) = store.begin().unwrap();
+    assert!(logged.is_empty(), "passivated instances leave the log");
+    assert_eq!(txn.instance(&order).unwrap().as_deref(), Some(&b"v1"[..]));
+    txn.activate_timers(&order, &timers(50)).unwrap();
+    txn.log_instance(&order, b"v2", true, &timers(50)).unwrap();
+    txn.commit().unwrap();
+    drop(txn);
+
+    // The log's record wins over the older stored one, counted once.
+    let read = store.read().unwrap();
+    assert_eq!(read.instance(&order).unwrap().as_deref(), Some(&b"v2"[..]));
+    assert_eq!(
+        read.instances().unwrap(),
+        vec![(order.clone(), b"v2".to_vec())]
+    );
+    assert_eq!(read.instance_count().unwrap(), 1);
+    assert_eq!(read.timers().unwrap(), vec![sla(50, "ORD-1")]);
+    drop(read);
+    let (mut txn, logged) = store.begin().unwrap();
+    assert!(logged[0].stored);
+    assert_eq!(txn.due_timers(100, 10).unwrap(), vec![sla(50, "ORD-1")]);
+
+    txn.remove_timer(&sla(50, "ORD-1")).unwrap();
+    txn.remove_instance(&order, true, true).unwrap();
+    txn.commit().unwrap();
+    drop(txn);
+    let read = store.read().unwrap();
+    assert_eq!(read.instance_count().unwrap(), 0);
+    assert!(read.timers().unwrap().is_empty());
+    assert!(store.begin().unwrap().1.is_empty());
+}
+
+#[test]
+fn a_restarted_log_keeps_only_what_was_logged_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(&dir.path().join("s.redb")).unwrap();
+    let (mut txn, _) = store.begin().unwrap();
+    for round in 0..50u8 {
+        for key in ["a", "b"] {
+            txn.log_instance(&InstanceId::new(0, key), &[round; 100], false, &[])
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let before = txn.log_bytes();
+    txn.restart_log().unwrap();
+    txn.log_instance(&InstanceId::new(0, "a"), b"last", false, &[])
+        .unwrap();
+    txn.commit().unwrap();
+    assert!(
+        txn.log_bytes() < before / 50,
+        "{} of {before}",
+        txn.log_bytes()
+    );
+    drop(txn);
+    let (_, logged) = store.begin().unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].record, b"last");
+}
+
+#[test]
+fn a_snapshot_holds_every_instance_passivated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(&dir.path().join("s.redb")).unwrap();
+    let (mut txn, _) = store.begin().unwrap();
+    txn.passivate(&InstanceId::new(3, "p"), Some(b"p1"), false, &timers(7))
+        .unwrap();
+    txn.set_timer(&sla(9, "l")).unwrap();
+    txn.log_instance(&InstanceId::new(3, "l"), b"l1", false, &timers(9))
+        .unwrap();
+    txn.put_meta("position", &codec::encode(&5u64)).unwrap();
+    txn.commit().unwrap();
+    drop(txn);
+    let snapshot = dir.path().join("snap.redb");
+    store.read().unwrap().export_to(&snapshot).unwrap();
+
+    let restored = ShardStore::open(&snapshot).unwrap();
+    let (txn, logged) = restored.begin().unwrap();
+    assert!(logged.is_empty());
+    assert_eq!(
+        txn.instance(&InstanceId::new(3, "l")).unwrap().as_deref(),
+        Some(&b"l1"[..])
+    );
+    assert_eq!(
+        txn.due_timers(100, 10).unwrap(),
+        vec![sla(7, "p"), sla(9, "l")]
+    );
+    assert!(txn.meta("position").unwrap().is_some());
 }

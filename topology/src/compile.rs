@@ -115,6 +115,7 @@ pub(crate) fn structure(
             checkpoint_interval,
             passivate_after,
             max_resident,
+            log_rewrite_bytes: vigil_actors::spec::DEFAULT_LOG_REWRITE_BYTES,
             max_out_of_orderness,
             idle_timeout,
             dedup_retention,

@@ -1,0 +1,181 @@
+//! The instance log: how a checkpoint writes the instances a shard keeps in memory.
+//!
+//! A checkpoint appends one entry: the records of every instance that changed since the last
+//! one, in chunks of about [`CHUNK_BYTES`], each under the next sequence number of the `log`
+//! table. Writing them is one sequential append; putting each into the instance B-tree cost
+//! a copy-on-write leaf per instance per checkpoint (about 6 µs each, half the throughput of
+//! the full topology with 1 s checkpoints). An instance leaves the log when it ends or when
+//! the shard passivates it into the instance table; a checkpoint whose log has grown well past
+//! what is live rewrites the live records as a new entry and drops the older ones.
+//!
+//! Records, one after another in a chunk (integers little-endian):
+//!
+//! ```text
+//! put:    1, id length u32, id, stored u8, record length u32, record,
+//!         timer count u16, (time i64, name length u16, name) per timer
+//! forget: 2, id length u32, id
+//! ```
+//!
+//! `stored` says the instance table holds an older record of the instance (it was passivated
+//! and activated again), which must be deleted when the instance ends.
+
+use std::collections::HashMap;
+
+use crate::keys::TimerKey;
+use crate::StorageError;
+
+/// A chunk is written once the entry being built reaches this size.
+pub(crate) const CHUNK_BYTES: usize = 1 << 20;
+
+const PUT: u8 = 1;
+const FORGET: u8 = 2;
+
+/// An instance's latest record in the log.
+#[derive(Debug, Clone)]
+pub(crate) struct LoggedRecord {
+    pub record: Vec<u8>,
+    pub stored: bool,
+    /// The instance's timers, `(time, name)`.
+    pub timers: Vec<(i64, String)>,
+}
+
+impl LoggedRecord {
+    /// The encoded [`TimerKey`]s of the instance whose encoded id is `id`.
+    pub fn timer_keys<'a>(&'a self, id: &'a [u8]) -> impl Iterator<Item = Vec<u8>> + 'a {
+        self.timers.iter().map(move |(time, name)| {
+            TimerKey::encode_parts(*time, u16::from_be_bytes([id[0], id[1]]), &id[2..], name)
+        })
+    }
+}
+
+/// Appends a put record.
+pub(crate) fn put<'a>(
+    out: &mut Vec<u8>,
+    id: &[u8],
+    record: &[u8],
+    stored: bool,
+    timers: impl ExactSizeIterator<Item = (i64, &'a str)>,
+) {
+    out.push(PUT);
+    out.extend_from_slice(&(id.len() as u32).to_le_bytes());
+    out.extend_from_slice(id);
+    out.push(stored as u8);
+    out.extend_from_slice(&(record.len() as u32).to_le_bytes());
+    out.extend_from_slice(record);
+    out.extend_from_slice(&(timers.len() as u16).to_le_bytes());
+    for (time, name) in timers {
+        out.extend_from_slice(&time.to_le_bytes());
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+}
+
+/// Appends a forget record.
+pub(crate) fn forget(out: &mut Vec<u8>, id: &[u8]) {
+    out.push(FORGET);
+    out.extend_from_slice(&(id.len() as u32).to_le_bytes());
+    out.extend_from_slice(id);
+}
+
+/// Applies the records of one chunk, in order, to `live` (encoded id → latest record).
+pub(crate) fn replay(
+    chunk: &[u8],
+    live: &mut HashMap<Vec<u8>, LoggedRecord>,
+) -> Result<(), StorageError> {
+    let mut reader = Reader { bytes: chunk };
+    while !reader.bytes.is_empty() {
+        let tag = reader.take(1)?[0];
+        let id_len = reader.u32()? as usize;
+        let id = reader.take(id_len)?.to_vec();
+        match tag {
+            PUT => {
+                let stored = reader.take(1)?[0] != 0;
+                let record_len = reader.u32()? as usize;
+                let record = reader.take(record_len)?.to_vec();
+                let count = reader.u16()? as usize;
+                let mut timers = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let time = i64::from_le_bytes(reader.take(8)?.try_into().expect("8 bytes"));
+                    let name_len = reader.u16()? as usize;
+                    let name = std::str::from_utf8(reader.take(name_len)?)
+                        .map_err(|_| corrupt())?
+                        .to_owned();
+                    timers.push((time, name));
+                }
+                live.insert(
+                    id,
+                    LoggedRecord {
+                        record,
+                        stored,
+                        timers,
+                    },
+                );
+            }
+            FORGET => {
+                live.remove(&id);
+            }
+            _ => return Err(corrupt()),
+        }
+    }
+    Ok(())
+}
+
+fn corrupt() -> StorageError {
+    StorageError::CorruptKey { table: "log" }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StorageError> {
+        if self.bytes.len() < n {
+            return Err(corrupt());
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<u32, StorageError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    fn u16(&mut self) -> Result<u16, StorageError> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_records_replace_earlier_ones_and_forgets_remove_them() {
+        let mut chunk = Vec::new();
+        put(&mut chunk, b"\0\0a", b"v1", false, [(5, "sla")].into_iter());
+        put(&mut chunk, b"\0\0b", b"b1", true, std::iter::empty());
+        put(
+            &mut chunk,
+            b"\0\0a",
+            b"v2",
+            true,
+            [(7, "x"), (9, "y")].into_iter(),
+        );
+        forget(&mut chunk, b"\0\0b");
+        let mut live = HashMap::new();
+        replay(&chunk, &mut live).unwrap();
+        assert_eq!(live.len(), 1);
+        let a = &live[&b"\0\0a"[..]];
+        assert_eq!(a.record, b"v2");
+        assert!(a.stored);
+        assert_eq!(a.timers, vec![(7, "x".to_owned()), (9, "y".to_owned())]);
+        // A truncated chunk is reported, not half-applied silently.
+        assert!(replay(&chunk[..chunk.len() - 1], &mut HashMap::new()).is_err());
+    }
+}
