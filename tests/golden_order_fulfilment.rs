@@ -99,8 +99,8 @@ fn log_rewrites_and_restarts_from_them_change_nothing() {
         let log_bytes: u64 = (0..3)
             .map(|shard| {
                 let store = ShardStore::open(&Shard::path(&work.state(), shard)).unwrap();
-                let log_bytes = store.read().unwrap().log_bytes();
-                log_bytes
+                let reader = store.read().unwrap();
+                reader.log_bytes()
             })
             .sum();
         (work, summary, log_bytes)
