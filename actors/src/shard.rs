@@ -1,8 +1,9 @@
 //! The shard actor: hosts the virtual process instances of one key group.
 //!
 //! A shard owns one redb file. Between two checkpoints every change goes into one write
-//! transaction; instances live in an in-memory cache in front of it, written back at the
-//! checkpoint. Events arrive in batches from the reader, in input order, each with the source
+//! transaction; instances live in an in-memory cache in front of it. What a batch of events
+//! changed is appended to the shard's instance log after the batch, idle instances are
+//! passivated into redb's tables at the checkpoint, and the checkpoint commits. Events arrive in batches from the reader, in input order, each with the source
 //! watermark before it, so that replaying the same input from a checkpoint fires the same
 //! timers at the same places and produces the same records with the same sequence numbers.
 
@@ -376,7 +377,7 @@ pub struct Shard {
     txn: Option<ShardTxn>,
     cache: HashMap<InstanceId, Instance>,
     /// Instances activated since the shard last logged what changed: the only ones that can
-    /// have.
+    /// have changed.
     touched: Vec<InstanceId>,
     /// Instances logged since the last checkpoint (for its log line).
     logged_since: u64,
@@ -480,13 +481,11 @@ impl Shard {
         self.cache.clear();
         self.touched.clear();
         self.logged_bytes = 0;
-        let now = Instant::now();
         for logged in logged {
             let mut instance = self.decode_instance(logged.id.template, &logged.record)?;
             instance.stored = logged.stored;
             instance.logged_len = logged_len(&logged.id, &logged.record);
             self.logged_bytes += u64::from(instance.logged_len);
-            instance.last_used = now;
             self.cache.insert(logged.id, instance);
         }
         self.changed = false;
@@ -643,7 +642,7 @@ impl Shard {
                     let mut instance = self.decode_instance(id.template, &bytes)?;
                     instance.stored = true;
                     if !instance.meta.timers.is_empty() {
-                        // Its timers move to memory; the next checkpoint logs them with it.
+                        // Its timers move to memory: log them with it after this batch.
                         self.txn().activate_timers(id, &instance.meta.timers)?;
                         instance.dirty = true;
                     }

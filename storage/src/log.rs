@@ -1,8 +1,8 @@
 //! The instance log: how a checkpoint writes the instances a shard keeps in memory.
 //!
-//! A checkpoint appends one entry: the records of every instance that changed since the last
-//! one, in chunks of about [`CHUNK_BYTES`], each under the next sequence number of the `log`
-//! table. Writing them is one sequential append; putting each into the instance B-tree cost
+//! The shard appends the record of every instance a batch of events changed, in chunks of
+//! about [`CHUNK_BYTES`], each under the next sequence number of the `log` table, in the
+//! write transaction the next checkpoint commits. Writing them is one sequential append; putting each into the instance B-tree cost
 //! a copy-on-write leaf per instance per checkpoint (about 6 µs each, half the throughput of
 //! the full topology with 1 s checkpoints). An instance leaves the log when it ends or when
 //! the shard passivates it into the instance table; a checkpoint whose log has grown well past
@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! put:    1, id length u32, id, stored u8, record length u32, record,
-//!         timer count u16, (time i64, name length u16, name) per timer
+//!         timer count u32, (time i64, name length u32, name) per timer
 //! forget: 2, id length u32, id
 //! ```
 //!
@@ -62,10 +62,10 @@ pub(crate) fn put<'a>(
     out.push(stored as u8);
     out.extend_from_slice(&(record.len() as u32).to_le_bytes());
     out.extend_from_slice(record);
-    out.extend_from_slice(&(timers.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(timers.len() as u32).to_le_bytes());
     for (time, name) in timers {
         out.extend_from_slice(&time.to_le_bytes());
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
         out.extend_from_slice(name.as_bytes());
     }
 }
@@ -86,17 +86,20 @@ pub(crate) fn replay(
     while !reader.bytes.is_empty() {
         let tag = reader.take(1)?[0];
         let id_len = reader.u32()? as usize;
+        if id_len < 2 {
+            return Err(corrupt()); // an id starts with its template number
+        }
         let id = reader.take(id_len)?.to_vec();
         match tag {
             PUT => {
                 let stored = reader.take(1)?[0] != 0;
                 let record_len = reader.u32()? as usize;
                 let record = reader.take(record_len)?.to_vec();
-                let count = reader.u16()? as usize;
-                let mut timers = Vec::with_capacity(count);
+                let count = reader.u32()? as usize;
+                let mut timers = Vec::with_capacity(count.min(1024));
                 for _ in 0..count {
                     let time = i64::from_le_bytes(reader.take(8)?.try_into().expect("8 bytes"));
-                    let name_len = reader.u16()? as usize;
+                    let name_len = reader.u32()? as usize;
                     let name = std::str::from_utf8(reader.take(name_len)?)
                         .map_err(|_| corrupt())?
                         .to_owned();
@@ -141,12 +144,6 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Result<u32, StorageError> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-
-    fn u16(&mut self) -> Result<u16, StorageError> {
-        Ok(u16::from_le_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
         ))
     }
 }

@@ -34,8 +34,8 @@ pub const CACHE_BYTES: usize = 64 << 20;
 /// One shard's redb database.
 ///
 /// It keeps an instance in one of two places. An instance the shard has in memory is
-/// *logged*: each checkpoint appends its record (with its timers) to the log if it changed,
-/// and its timers are kept in memory for the due-timer scan. An instance the shard dropped
+/// *logged*: its record (with its timers) is appended to the log after every batch that
+/// changed it, and its timers are kept in memory for the due-timer scan. An instance the shard dropped
 /// from memory is *passivated*: its record is in the instance table, its timers in the timer
 /// table, where activating it finds them. Beginning a transaction reads the log back, so the
 /// shard gets the instances it had in memory at the last checkpoint.
@@ -270,7 +270,8 @@ impl ShardTxn {
         Ok(())
     }
 
-    /// Moves the timers of an instance just activated from the instance table into memory.
+    /// Moves the timers of an instance just activated from the instance table out of the
+    /// timer table into memory.
     /// The shard must log the instance at the next checkpoint: its timers are then in no
     /// table.
     pub fn activate_timers(
