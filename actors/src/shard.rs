@@ -355,6 +355,8 @@ struct Instance {
     stored: bool,
     /// The size of its record in the log; 0 if the log has none.
     logged_len: u32,
+    /// The checkpoint interval (`Shard::interval`) in which a batch last logged it.
+    logged_in: u64,
     last_used: Instant,
 }
 
@@ -381,6 +383,8 @@ pub struct Shard {
     touched: Vec<InstanceId>,
     /// Instances logged since the last checkpoint (for its log line).
     logged_since: u64,
+    /// Checkpoints so far (from 1): numbers the interval batches are logged in.
+    interval: u64,
     /// The buffer instance records are encoded into.
     record: Vec<u8>,
     /// The sum of the cached instances' `logged_len`: what the log holds that is live.
@@ -414,6 +418,7 @@ impl Shard {
             cache: HashMap::new(),
             touched: Vec::new(),
             logged_since: 0,
+            interval: 1,
             record: Vec::new(),
             logged_bytes: 0,
             watermark: MIN_TIME,
@@ -505,6 +510,7 @@ impl Shard {
             touched: false,
             stored: false,
             logged_len: 0,
+            logged_in: 0,
             last_used: Instant::now(),
         })
     }
@@ -596,7 +602,9 @@ impl Shard {
     /// Appends the instances changed since the last call to the log entry the next
     /// checkpoint commits. Called after every batch, so that a checkpoint has little left to
     /// encode and holds up the worker thread only briefly; an instance changed by several
-    /// events of one batch is written once.
+    /// events of one batch is written once. An instance already logged in this interval is
+    /// left dirty for the checkpoint: a key that changes with every batch is then written
+    /// twice per interval, not once per batch.
     fn log_changes(&mut self) -> Result<(), ShardError> {
         let txn = self.txn.as_mut().expect("recovered");
         let mut record = std::mem::take(&mut self.record);
@@ -605,9 +613,10 @@ impl Shard {
                 continue; // ended since
             };
             instance.touched = false;
-            if !instance.dirty {
+            if !instance.dirty || instance.logged_in == self.interval {
                 continue;
             }
+            instance.logged_in = self.interval;
             encode_record(&self.job, &id, instance, &mut record)?;
             txn.log_instance(&id, &record, instance.stored, &instance.meta.timers)?;
             self.logged_bytes -= u64::from(instance.logged_len);
@@ -657,6 +666,7 @@ impl Shard {
                         touched: false,
                         stored: false,
                         logged_len: 0,
+                        logged_in: 0,
                         last_used: Instant::now(),
                     }
                 }
@@ -944,14 +954,13 @@ impl Shard {
         Ok(())
     }
 
-    /// The checkpoint: logs what changed, passivates the idle instances, writes the metadata,
-    /// syncs the sinks, then commits.
+    /// The checkpoint: logs what changed since the batches logged it, passivates the idle
+    /// instances, writes the metadata, syncs the sinks, then commits.
     fn checkpoint(&mut self) -> Result<(), ShardError> {
         if !self.changed {
             return Ok(());
         }
         let started = Instant::now();
-        self.log_changes()?;
         let mut txn = self.txn.take().expect("recovered");
         let evict_before = self.eviction_cutoff();
         let evict = |i: &Instance| evict_before.is_some_and(|cutoff| i.last_used < cutoff);
@@ -987,6 +996,7 @@ impl Shard {
                 txn.log_instance(id, record, instance.stored, &instance.meta.timers)?;
                 instance.logged_len = logged_len(id, record);
                 self.logged_bytes += u64::from(instance.logged_len);
+                self.logged_since += u64::from(instance.dirty);
                 instance.dirty = false;
             }
         }
@@ -1023,6 +1033,7 @@ impl Shard {
             drop(returned.0); // the freeing thread is gone: free them here
         }
         self.changed = false;
+        self.interval += 1;
         Ok(())
     }
 
