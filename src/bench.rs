@@ -401,22 +401,29 @@ fn measure(
     Ok(runs[runs.len() / 2].clone())
 }
 
-/// Runs `vigil bench --child TOML` with the data, output and state under `work`.
-fn spawn_child(toml: &Path, data: &Path, work: &Path) -> Result<ChildReport> {
-    std::fs::create_dir_all(work)?;
-    let exe = std::env::current_exe()?;
-    let started = Instant::now();
-    let output = Process::new(exe)
-        .arg("bench")
-        .arg("--child")
-        .arg(toml)
-        .env("VIGIL_DATA", data)
+/// This `vigil` binary as a child process with its outputs and state under `work`, logging
+/// what `RUST_LOG` asks for (warnings by default).
+fn vigil_child(work: &Path) -> Result<Process> {
+    let mut child = Process::new(std::env::current_exe()?);
+    child
         .env("VIGIL_OUT", work.join("out"))
         .env("VIGIL_STATE", work.join("state"))
         .env(
             "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or("warn".into()),
-        )
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+    Ok(child)
+}
+
+/// Runs `vigil bench --child TOML` with the data, output and state under `work`.
+fn spawn_child(toml: &Path, data: &Path, work: &Path) -> Result<ChildReport> {
+    std::fs::create_dir_all(work)?;
+    let started = Instant::now();
+    let output = vigil_child(work)?
+        .arg("bench")
+        .arg("--child")
+        .arg(toml)
+        .env("VIGIL_DATA", data)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()?;
@@ -618,16 +625,10 @@ fn latency_run(dir: &Path, toml: &Path, pairs: u64, rate: Option<f64>) -> Result
     let work = dir.join("runs").join("latency");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let mut child = Process::new(std::env::current_exe()?)
+    let mut child = vigil_child(&work)?
         .arg("run")
         .arg("--quiet")
         .arg(toml)
-        .env("VIGIL_OUT", work.join("out"))
-        .env("VIGIL_STATE", work.join("state"))
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or("warn".into()),
-        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

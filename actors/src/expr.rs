@@ -244,22 +244,6 @@ fn free_variables(expr: &IdedExpr, bound: &mut Vec<String>, out: &mut BTreeSet<S
                 out.insert(name.clone());
             }
         }
-        Node::Select(select) => free_variables(&select.operand, bound, out),
-        Node::Call(call) => {
-            if let Some(target) = &call.target {
-                free_variables(target, bound, out);
-            }
-            for arg in &call.args {
-                free_variables(arg, bound, out);
-            }
-        }
-        Node::List(list) => {
-            for item in &list.elements {
-                free_variables(item, bound, out);
-            }
-        }
-        Node::Map(map) => entries(map.entries.iter().map(|e| &e.expr), bound, out),
-        Node::Struct(s) => entries(s.entries.iter().map(|e| &e.expr), bound, out),
         Node::Comprehension(c) => {
             free_variables(&c.iter_range, bound, out);
             free_variables(&c.accu_init, bound, out);
@@ -272,6 +256,34 @@ fn free_variables(expr: &IdedExpr, bound: &mut Vec<String>, out: &mut BTreeSet<S
             free_variables(&c.result, bound, out);
             bound.truncate(before);
         }
+        _ => {
+            for operand in operands(expr) {
+                free_variables(operand, bound, out);
+            }
+        }
+    }
+}
+
+/// The subexpressions of a select, call, list, map or struct, which bind no variable (none for
+/// the other nodes).
+fn operands(expr: &IdedExpr) -> Vec<&IdedExpr> {
+    fn entries<'e>(entries: impl Iterator<Item = &'e EntryExpr>) -> Vec<&'e IdedExpr> {
+        let mut out = Vec::new();
+        for entry in entries {
+            match entry {
+                EntryExpr::StructField(field) => out.push(&field.value),
+                EntryExpr::MapEntry(e) => out.extend([&e.key, &e.value]),
+            }
+        }
+        out
+    }
+    match &expr.expr {
+        Node::Select(select) => vec![&select.operand],
+        Node::Call(call) => call.target.iter().map(|t| &**t).chain(&call.args).collect(),
+        Node::List(list) => list.elements.iter().collect(),
+        Node::Map(map) => entries(map.entries.iter().map(|e| &e.expr)),
+        Node::Struct(s) => entries(s.entries.iter().map(|e| &e.expr)),
+        Node::Unspecified | Node::Literal(_) | Node::Ident(_) | Node::Comprehension(_) => vec![],
     }
 }
 
@@ -308,29 +320,6 @@ impl Reads<'_> {
                     _ => self.walk(operand, visible, elements),
                 }
             }
-            Node::Call(call) => {
-                if let Some(target) = &call.target {
-                    self.walk(target, visible, elements);
-                }
-                for arg in &call.args {
-                    self.walk(arg, visible, elements);
-                }
-            }
-            Node::List(list) => {
-                for item in &list.elements {
-                    self.walk(item, visible, elements);
-                }
-            }
-            Node::Map(map) => {
-                for entry in &map.entries {
-                    self.walk_entry(&entry.expr, visible, elements);
-                }
-            }
-            Node::Struct(s) => {
-                for entry in &s.entries {
-                    self.walk_entry(&entry.expr, visible, elements);
-                }
-            }
             Node::Comprehension(c) => {
                 let over_elements = self.list
                     && c.iter_var2.is_none()
@@ -352,31 +341,10 @@ impl Reads<'_> {
                     self.walk(part, visible, &inner);
                 }
             }
-        }
-    }
-
-    fn walk_entry(&mut self, entry: &EntryExpr, visible: bool, elements: &[String]) {
-        match entry {
-            EntryExpr::StructField(field) => self.walk(&field.value, visible, elements),
-            EntryExpr::MapEntry(e) => {
-                self.walk(&e.key, visible, elements);
-                self.walk(&e.value, visible, elements);
-            }
-        }
-    }
-}
-
-fn entries<'e>(
-    entries: impl Iterator<Item = &'e EntryExpr>,
-    bound: &mut Vec<String>,
-    out: &mut BTreeSet<String>,
-) {
-    for entry in entries {
-        match entry {
-            EntryExpr::StructField(field) => free_variables(&field.value, bound, out),
-            EntryExpr::MapEntry(e) => {
-                free_variables(&e.key, bound, out);
-                free_variables(&e.value, bound, out);
+            _ => {
+                for operand in operands(expr) {
+                    self.walk(operand, visible, elements);
+                }
             }
         }
     }

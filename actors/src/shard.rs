@@ -3,8 +3,8 @@
 //! A shard owns one redb file. Between two checkpoints every change goes into one write
 //! transaction; instances live in an in-memory cache in front of it. What a batch of events
 //! changed is appended to the shard's instance log after the batch, idle instances are
-//! passivated into redb's tables at the checkpoint, and the checkpoint commits. Events arrive in batches from the reader, in input order, each with the source
-//! watermark before it, so that replaying the same input from a checkpoint fires the same
+//! passivated into redb's tables at the checkpoint, and the checkpoint commits. Events arrive
+//! in batches from the reader, in input order, each with the source watermark before it, so that replaying the same input from a checkpoint fires the same
 //! timers at the same places and produces the same records with the same sequence numbers.
 
 use std::collections::HashMap;
@@ -66,6 +66,19 @@ fn encode_record(
     };
     out.clear();
     codec::encode_into(&stored, out)
+}
+
+/// Appends an instance's encoded `record` to the log: it is clean and logged now.
+fn log_instance(
+    txn: &mut ShardTxn,
+    id: &InstanceId,
+    instance: &mut Instance,
+    record: &[u8],
+) -> Result<(), StorageError> {
+    txn.log_instance(id, record, instance.stored, &instance.meta.timers)?;
+    instance.logged_len = logged_len(id, record);
+    instance.dirty = false;
+    Ok(())
 }
 
 /// What an instance's record adds to the log (the record framing is a few bytes more).
@@ -361,6 +374,20 @@ struct Instance {
 }
 
 impl Instance {
+    /// An instance not in the log; `dirty` if redb does not have it either (a new one).
+    fn new(meta: InstanceMeta, state: Option<AnyState>, dirty: bool) -> Instance {
+        Instance {
+            meta,
+            state,
+            dirty,
+            touched: false,
+            stored: false,
+            logged_len: 0,
+            logged_in: 0,
+            last_used: Instant::now(),
+        }
+    }
+
     fn logged(&self) -> bool {
         self.logged_len > 0
     }
@@ -387,8 +414,6 @@ pub struct Shard {
     interval: u64,
     /// The buffer instance records are encoded into.
     record: Vec<u8>,
-    /// The sum of the cached instances' `logged_len`: what the log holds that is live.
-    logged_bytes: u64,
     watermark: Millis,
     position: Option<Position>,
     out_seq: u64,
@@ -420,7 +445,6 @@ impl Shard {
             logged_since: 0,
             interval: 1,
             record: Vec::new(),
-            logged_bytes: 0,
             watermark: MIN_TIME,
             position: None,
             out_seq: 0,
@@ -485,12 +509,10 @@ impl Shard {
         self.txn = Some(txn);
         self.cache.clear();
         self.touched.clear();
-        self.logged_bytes = 0;
         for logged in logged {
             let mut instance = self.decode_instance(logged.id.template, &logged.record)?;
             instance.stored = logged.stored;
             instance.logged_len = logged_len(&logged.id, &logged.record);
-            self.logged_bytes += u64::from(instance.logged_len);
             self.cache.insert(logged.id, instance);
         }
         self.changed = false;
@@ -503,16 +525,7 @@ impl Shard {
             .state
             .map(|s| self.job.templates[template as usize].decode_state(&s))
             .transpose()?;
-        Ok(Instance {
-            meta: stored.meta,
-            state,
-            dirty: false,
-            touched: false,
-            stored: false,
-            logged_len: 0,
-            logged_in: 0,
-            last_used: Instant::now(),
-        })
+        Ok(Instance::new(stored.meta, state, false))
     }
 
     fn txn(&mut self) -> &mut ShardTxn {
@@ -618,11 +631,7 @@ impl Shard {
             }
             instance.logged_in = self.interval;
             encode_record(&self.job, &id, instance, &mut record)?;
-            txn.log_instance(&id, &record, instance.stored, &instance.meta.timers)?;
-            self.logged_bytes -= u64::from(instance.logged_len);
-            instance.logged_len = logged_len(&id, &record);
-            self.logged_bytes += u64::from(instance.logged_len);
-            instance.dirty = false;
+            log_instance(txn, &id, instance, &record)?;
             self.logged_since += 1;
         }
         self.record = record;
@@ -659,16 +668,8 @@ impl Shard {
                 }
                 None => {
                     self.counts.instances_started += 1;
-                    Instance {
-                        meta: InstanceMeta::default(),
-                        state: Some(self.job.templates[id.template as usize].new_state()),
-                        dirty: true,
-                        touched: false,
-                        stored: false,
-                        logged_len: 0,
-                        logged_in: 0,
-                        last_used: Instant::now(),
-                    }
+                    let state = self.job.templates[id.template as usize].new_state();
+                    Instance::new(InstanceMeta::default(), Some(state), true)
                 }
             };
             self.cache.insert(id.clone(), instance);
@@ -946,7 +947,6 @@ impl Shard {
 
     /// Deletes an instance removed from the cache from where redb keeps it.
     fn forget(&mut self, id: &InstanceId, instance: &Instance) -> Result<(), StorageError> {
-        self.logged_bytes -= u64::from(instance.logged_len);
         if instance.logged() || instance.stored {
             self.txn()
                 .remove_instance(id, instance.logged(), instance.stored)?;
@@ -966,8 +966,9 @@ impl Shard {
         let evict = |i: &Instance| evict_before.is_some_and(|cutoff| i.last_used < cutoff);
         // The log has grown well past what is live in it: write every logged instance again
         // and drop the rest.
+        let live: u64 = self.cache.values().map(|i| u64::from(i.logged_len)).sum();
         let rewrite = txn.log_bytes() > self.job.log_rewrite_bytes
-            && txn.log_bytes() > LOG_REWRITE_FACTOR * self.logged_bytes;
+            && txn.log_bytes() > LOG_REWRITE_FACTOR * live;
         if rewrite {
             txn.restart_log()?;
         }
@@ -987,17 +988,13 @@ impl Shard {
             if changed {
                 encode_record(&self.job, id, instance, record)?;
             }
-            self.logged_bytes -= u64::from(instance.logged_len);
             if evict(instance) {
                 let record = changed.then_some(record.as_slice());
                 txn.passivate(id, record, instance.logged(), &instance.meta.timers)?;
                 passivated.push(id.clone());
             } else {
-                txn.log_instance(id, record, instance.stored, &instance.meta.timers)?;
-                instance.logged_len = logged_len(id, record);
-                self.logged_bytes += u64::from(instance.logged_len);
                 self.logged_since += u64::from(instance.dirty);
-                instance.dirty = false;
+                log_instance(&mut txn, id, instance, record)?;
             }
         }
         for id in &passivated {

@@ -86,15 +86,9 @@ impl ShardStore {
     /// the last checkpoint: with the instances the log holds (the shard's resident ones then).
     pub fn begin(&self) -> Result<(ShardTxn, Vec<LoggedInstance>), StorageError> {
         let mut txn = ShardTxn::begin(self.db.clone())?;
-        let mut live = HashMap::new();
-        let (mut bytes, mut next_seq) = (0, 0);
-        for entry in txn.tables().log.iter()? {
-            let (seq, chunk) = entry?;
-            bytes += chunk.value().len() as u64;
-            next_seq = seq.value() + 1;
-            log::replay(chunk.value(), &mut live)?;
-        }
-        (txn.log_bytes, txn.next_seq) = (bytes, next_seq);
+        let log = read_log(&txn.tables().log)?;
+        (txn.log_bytes, txn.next_seq) = (log.bytes, log.next_seq);
+        let live = log.live;
         let mut logged = Vec::with_capacity(live.len());
         for (id, record) in live {
             txn.resident_timers.extend(record.timer_keys(&id));
@@ -110,18 +104,39 @@ impl ShardStore {
     /// A consistent read-only view of the last committed checkpoint.
     pub fn read(&self) -> Result<ShardReader, StorageError> {
         let txn = self.db.begin_read()?;
-        let (mut log, mut log_bytes) = (HashMap::new(), 0);
-        for entry in txn.open_table(LOG)?.iter()? {
-            let (_, chunk) = entry?;
-            log_bytes += chunk.value().len() as u64;
-            log::replay(chunk.value(), &mut log)?;
-        }
+        let log = read_log(&txn.open_table(LOG)?)?;
         Ok(ShardReader {
             txn,
-            log,
-            log_bytes,
+            log: log.live,
+            log_bytes: log.bytes,
         })
     }
+}
+
+/// The log as of a transaction.
+struct Log {
+    /// Encoded id → latest record of each logged instance.
+    live: HashMap<Vec<u8>, LoggedRecord>,
+    /// The chunks' total size.
+    bytes: u64,
+    /// The sequence number after the last chunk.
+    next_seq: u64,
+}
+
+/// Reads and replays every chunk of the log table.
+fn read_log(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<Log, StorageError> {
+    let mut log = Log {
+        live: HashMap::new(),
+        bytes: 0,
+        next_seq: 0,
+    };
+    for entry in table.iter()? {
+        let (seq, chunk) = entry?;
+        log.bytes += chunk.value().len() as u64;
+        log.next_seq = seq.value() + 1;
+        log::replay(chunk.value(), &mut log.live)?;
+    }
+    Ok(log)
 }
 
 /// Every change between two checkpoints. [`ShardTxn::commit`] makes them durable and goes on
