@@ -7,7 +7,7 @@
 //! in batches from the reader, in input order, each with the source watermark before it, so that replaying the same input from a checkpoint fires the same
 //! timers at the same places and produces the same records with the same sequence numbers.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
@@ -348,6 +348,48 @@ struct StoredInstance {
     state: Option<Vec<u8>>,
 }
 
+/// What the census reads of a stored record: whether it is a tombstone. The same layout as
+/// [`StoredInstance`], decoded in place: nothing is allocated or copied.
+#[derive(Deserialize)]
+struct CensusRecord<'a> {
+    #[serde(borrow)]
+    _meta: CensusMeta<'a>,
+    #[serde(borrow, with = "serde_bytes")]
+    state: Option<&'a [u8]>,
+}
+
+/// [`InstanceMeta`]'s fields, read past.
+#[derive(Deserialize)]
+struct CensusMeta<'a> {
+    _seen: Skipped<u64>,
+    #[serde(borrow)]
+    _timers: Skipped<(&'a str, Millis)>,
+    _ended_at: Option<Millis>,
+}
+
+/// A sequence decoded element by element and not kept.
+struct Skipped<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Skipped<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Elements<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Elements<T> {
+            type Value = Skipped<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<T>()?.is_some() {}
+                Ok(Skipped(std::marker::PhantomData))
+            }
+        }
+        deserializer.deserialize_seq(Elements(std::marker::PhantomData))
+    }
+}
+
 /// What a checkpoint writes: the same bytes as [`StoredInstance`], from borrowed parts.
 #[derive(Serialize)]
 struct StoredInstanceRef<'a> {
@@ -440,7 +482,7 @@ impl Shard {
             job,
             store: None,
             txn: None,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             touched: Vec::new(),
             logged_since: 0,
             interval: 1,
@@ -547,7 +589,7 @@ impl Shard {
         if let Some(store) = self.store.as_ref().filter(|_| census) {
             let read = store.read()?;
             read.for_each_instance(|bytes| {
-                let stored: StoredInstance = codec::decode(bytes)?;
+                let stored: CensusRecord = codec::decode_borrowed(bytes)?;
                 if stored.state.is_some() {
                     status.live_instances += 1;
                 } else {
@@ -1219,5 +1261,46 @@ impl Handler<Snapshot> for Shard {
             bytes,
             took: started.elapsed(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The census reads the tombstone flag from the bytes a checkpoint writes, past any
+    /// number of event ids and timers.
+    #[test]
+    fn census_record_reads_what_a_checkpoint_writes() {
+        let meta = InstanceMeta {
+            seen: vec![1, u64::MAX, 300],
+            timers: vec![("sla".into(), 1_700_000_000_000), (PURGE_TIMER.into(), -5)],
+            ended_at: None,
+        };
+        for state in [Some(vec![7u8; 300]), Some(Vec::new()), None] {
+            let mut tombstone_meta = meta.clone();
+            tombstone_meta.ended_at = state.is_none().then_some(42);
+            let stored = StoredInstanceRef {
+                meta: &tombstone_meta,
+                state: state.clone(),
+            };
+            let mut bytes = Vec::new();
+            codec::encode_into(&stored, &mut bytes).unwrap();
+            let census: CensusRecord = codec::decode_borrowed(&bytes).unwrap();
+            assert_eq!(census.state, state.as_deref());
+            let full: StoredInstance = codec::decode(&bytes).unwrap();
+            assert_eq!(full.state, state);
+        }
+        let truncated = {
+            let mut bytes = Vec::new();
+            let stored = StoredInstanceRef {
+                meta: &meta,
+                state: Some(vec![1]),
+            };
+            codec::encode_into(&stored, &mut bytes).unwrap();
+            bytes.truncate(bytes.len() - 3);
+            bytes
+        };
+        assert!(codec::decode_borrowed::<CensusRecord>(&truncated).is_err());
     }
 }

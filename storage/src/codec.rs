@@ -4,7 +4,7 @@
 //! module and a version byte means it can be swapped without a silent misread of old files.
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Written as the first byte of every encoded value.
 pub const FORMAT_VERSION: u8 = 1;
@@ -41,12 +41,24 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 
 /// Decodes a value written by [`encode`], checking its format version.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, _) = bincode::serde::decode_from_slice(body(bytes)?, config())?;
+    Ok(value)
+}
+
+/// Decodes a value that borrows from `bytes` (`&str`, `&[u8]`): nothing is copied. The value
+/// may be a prefix of what was encoded: what follows it is not read.
+pub fn decode_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
+    let (value, _) = bincode::serde::borrow_decode_from_slice(body(bytes)?, config())?;
+    Ok(value)
+}
+
+/// The bytes after the format-version byte, once it is checked.
+fn body(bytes: &[u8]) -> Result<&[u8], CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if version != FORMAT_VERSION {
         return Err(CodecError::Version { found: version });
     }
-    let (value, _) = bincode::serde::decode_from_slice(body, config())?;
-    Ok(value)
+    Ok(body)
 }
 
 #[cfg(test)]

@@ -28,8 +28,10 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log.v1");
 
 /// redb's page cache per shard (read cache and write buffer together). redb's default, 1 GiB
 /// per database, let 8 shards over a million instances keep every page they touched in memory;
-/// pages beyond this are read again from the file (the OS page cache, usually).
-pub const CACHE_BYTES: usize = 64 << 20;
+/// pages beyond this are read again from the file (the OS page cache, usually). 16 MiB, not
+/// 64: with 8 shards over a million instances the larger cache added 100–250 MiB of peak
+/// RSS and no throughput (docs/performance.md).
+pub const CACHE_BYTES: usize = 16 << 20;
 
 /// One shard's redb database.
 ///
