@@ -41,6 +41,8 @@ pub enum ShardError {
     Codec(#[from] vigil_storage::CodecError),
     #[error("injected fault")]
     Injected,
+    #[error("checkpoint commit did not finish: {0}")]
+    CommitLost(String),
     #[error("incompatible state: {0}")]
     Incompatible(String),
 }
@@ -432,6 +434,48 @@ impl Instance {
 
     fn logged(&self) -> bool {
         self.logged_len > 0
+    }
+}
+
+/// A checkpoint written and not yet committed (see [`Shard::prepare_checkpoint`]).
+struct Prepared {
+    txn: ShardTxn,
+    /// Instances taken out of the cache, not yet written to redb's tables.
+    passivated: Vec<Passivated>,
+    /// Their changed records, end to end.
+    records: Vec<u8>,
+    rewrite: bool,
+    write_us: u64,
+    sink_sync_us: u64,
+    /// On the worker thread: everything before the commit.
+    prepare_us: u64,
+    /// Writing the passivated instances and committing.
+    commit_us: u64,
+}
+
+/// An instance passivated by a checkpoint, as [`ShardTxn::passivate`] takes it.
+struct Passivated {
+    id: InstanceId,
+    /// Where in [`Prepared::records`] its record is, if it changed since it was stored.
+    record: Option<std::ops::Range<usize>>,
+    logged: bool,
+    timers: Vec<(String, Millis)>,
+}
+
+impl Prepared {
+    /// Writes the passivated instances to the instance and timer tables, then commits. These
+    /// are B-tree inserts, most of a checkpoint's cost with many keys: the periodic
+    /// checkpoint does them off the worker thread with the commit.
+    fn commit(&mut self) -> Result<(), StorageError> {
+        let started = Instant::now();
+        for instance in &self.passivated {
+            let record = instance.record.clone().map(|r| &self.records[r]);
+            self.txn
+                .passivate(&instance.id, record, instance.logged, &instance.timers)?;
+        }
+        self.txn.commit()?;
+        self.commit_us = started.elapsed().as_micros() as u64;
+        Ok(())
     }
 }
 
@@ -996,11 +1040,46 @@ impl Shard {
         Ok(())
     }
 
-    /// The checkpoint: logs what changed since the batches logged it, passivates the idle
-    /// instances, writes the metadata, syncs the sinks, then commits.
+    /// The checkpoint, on the calling thread: [`Shard::prepare_checkpoint`], the commit,
+    /// [`Shard::checkpoint_committed`].
     fn checkpoint(&mut self) -> Result<(), ShardError> {
-        if !self.changed {
+        let Some(mut prepared) = self.prepare_checkpoint()? else {
             return Ok(());
+        };
+        prepared.commit()?;
+        self.checkpoint_committed(prepared);
+        Ok(())
+    }
+
+    /// The periodic checkpoint: prepared on the worker thread; the passivated instances
+    /// written and the transaction committed on a thread of the blocking pool. Until that is
+    /// done the shard handles no message (its batches wait in its mailbox), but the worker
+    /// thread goes on with its other shards instead of waiting for the B-tree inserts and the
+    /// fsync.
+    fn checkpoint_in_background(&mut self, ctx: &mut Context<Self>) {
+        let mut prepared = match self.prepare_checkpoint() {
+            Ok(Some(prepared)) => prepared,
+            Ok(None) => return,
+            Err(e) => return self.fail(ctx, e),
+        };
+        let commit = actix_rt::task::spawn_blocking(move || prepared.commit().map(|()| prepared));
+        ctx.wait(commit.into_actor(self).map(|joined, shard, ctx| {
+            let committed = joined
+                .map_err(|e| ShardError::CommitLost(e.to_string()))
+                .and_then(|result| Ok(result?));
+            match committed {
+                Ok(prepared) => shard.checkpoint_committed(prepared),
+                Err(e) => shard.fail(ctx, e),
+            }
+        }));
+    }
+
+    /// What a checkpoint does before its commit: logs what changed since the batches logged
+    /// it, passivates the idle instances, writes the metadata and syncs the sinks. Takes the
+    /// shard's transaction; `None` if nothing changed since the last checkpoint.
+    fn prepare_checkpoint(&mut self) -> Result<Option<Prepared>, ShardError> {
+        if !self.changed {
+            return Ok(None);
         }
         let started = Instant::now();
         let mut txn = self.txn.take().expect("recovered");
@@ -1023,6 +1102,7 @@ impl Shard {
             .collect();
         due.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut passivated = Vec::new();
+        let mut records = Vec::new();
         let record = &mut self.record;
         for (id, instance) in due {
             // The stored record (if any) is not the instance's latest.
@@ -1031,16 +1111,24 @@ impl Shard {
                 encode_record(&self.job, id, instance, record)?;
             }
             if evict(instance) {
-                let record = changed.then_some(record.as_slice());
-                txn.passivate(id, record, instance.logged(), &instance.meta.timers)?;
-                passivated.push(id.clone());
+                let record = changed.then(|| {
+                    records.extend_from_slice(record);
+                    records.len() - record.len()..records.len()
+                });
+                passivated.push(Passivated {
+                    id: id.clone(),
+                    record,
+                    logged: instance.logged(),
+                    timers: Vec::new(),
+                });
             } else {
                 self.logged_since += u64::from(instance.dirty);
                 log_instance(&mut txn, id, instance, record)?;
             }
         }
-        for id in &passivated {
-            self.cache.remove(id);
+        for passivated in &mut passivated {
+            let instance = self.cache.remove(&passivated.id).expect("in the cache");
+            passivated.timers = instance.meta.timers;
         }
         if let Some(position) = &self.position {
             txn.put_meta("position", &codec::encode(position))?;
@@ -1053,27 +1141,41 @@ impl Shard {
         self.job.sinks.sync()?;
         let synced = started.elapsed();
         txn.put_meta("sink_marks", &codec::encode(&self.job.sinks.marks(self.id)))?;
-        txn.commit()?;
-        self.txn = Some(txn);
+        Ok(Some(Prepared {
+            txn,
+            passivated,
+            records,
+            rewrite,
+            write_us: written.as_micros() as u64,
+            sink_sync_us: (synced - written).as_micros() as u64,
+            prepare_us: started.elapsed().as_micros() as u64,
+            commit_us: 0,
+        }))
+    }
+
+    /// After the commit: the shard has its transaction back, and the batches it no longer
+    /// needs to replay are freed.
+    fn checkpoint_committed(&mut self, prepared: Prepared) {
         debug!(
             target: "vigil::checkpoint",
             shard = self.id,
             logged = std::mem::take(&mut self.logged_since),
-            passivated = passivated.len(),
-            rewrite,
-            log_bytes = self.txn.as_ref().map(ShardTxn::log_bytes),
-            write_us = written.as_micros() as u64,
-            sink_sync_us = (synced - written).as_micros() as u64,
-            took_us = started.elapsed().as_micros() as u64,
+            passivated = prepared.passivated.len(),
+            rewrite = prepared.rewrite,
+            log_bytes = prepared.txn.log_bytes(),
+            write_us = prepared.write_us,
+            sink_sync_us = prepared.sink_sync_us,
+            prepare_us = prepared.prepare_us,
+            commit_us = prepared.commit_us,
             "checkpoint"
         );
+        self.txn = Some(prepared.txn);
         let done = std::mem::take(&mut self.journal);
         if let Err(returned) = self.job.disposal.send(done) {
             drop(returned.0); // the freeing thread is gone: free them here
         }
         self.changed = false;
         self.interval += 1;
-        Ok(())
     }
 
     /// Instances last used before this are passivated at the checkpoint: idle ones, and the
@@ -1123,16 +1225,15 @@ impl Actor for Shard {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // Staggered: the shards of a worker thread checkpoint one after another through the
-        // interval, not all at once, so a record waits behind at most one shard's checkpoint.
+        // interval, not all at once, so a record waits behind at most one shard's checkpoint
+        // (its preparation; the commit runs off the worker thread).
         let interval = self.job.checkpoint_interval;
         let shards = self.job.layout.shards.max(1);
         let offset = interval.mul_f64(f64::from(self.id % shards) / f64::from(shards));
         ctx.run_later(offset, move |_, ctx| {
             ctx.run_interval(interval, |shard, ctx| {
                 if shard.txn.is_some() && !shard.dead {
-                    if let Err(e) = shard.checkpoint() {
-                        shard.fail(ctx, e);
-                    }
+                    shard.checkpoint_in_background(ctx);
                 }
             });
         });
