@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, debug_span, warn};
-use vigil_storage::{codec, InstanceId, ShardStore, ShardTxn, StorageError, TimerKey};
+use vigil_storage::{
+    codec, InstanceId, PinnedCheckpoint, ShardStore, ShardTxn, StorageError, TimerKey,
+};
 
 use crate::event::{DeadLetter, Event, Reason};
 use crate::gate::Gate;
@@ -618,10 +620,9 @@ impl Shard {
         self.txn.as_mut().expect("shard recovered before use")
     }
 
-    /// Where the shard is; with `census`, also what its last checkpoint holds (a scan of every
-    /// instance: for summaries at the end, not at start-up).
-    fn status(&self, census: bool) -> Result<ShardStatus, StorageError> {
-        let mut status = ShardStatus {
+    /// Where the shard is (without the census).
+    fn status(&self) -> ShardStatus {
+        ShardStatus {
             shard: self.id,
             position: self.position.clone(),
             watermark: self.watermark,
@@ -629,21 +630,37 @@ impl Shard {
             restarts: self.restarts,
             created: self.created,
             ..ShardStatus::default()
-        };
-        if let Some(store) = self.store.as_ref().filter(|_| census) {
-            let read = store.read()?;
-            read.for_each_instance(|bytes| {
-                let stored: CensusRecord = codec::decode_borrowed(bytes)?;
-                if stored.state.is_some() {
-                    status.live_instances += 1;
-                } else {
-                    status.tombstones += 1;
-                }
-                Ok(())
-            })?;
-            status.pending_timers = read.timer_count()?;
         }
-        Ok(status)
+    }
+
+    /// Checkpoints, then replies with the shard's status and the census of that checkpoint.
+    /// The census is a scan of every instance (for summaries at the end, not at start-up); it
+    /// runs on a thread of the blocking pool, so the shards of a job count in parallel.
+    fn checkpoint_and_census(&mut self) -> ResponseFuture<Result<ShardStatus, String>> {
+        let id = self.id;
+        let pinned = self
+            .checkpoint()
+            .and_then(|()| {
+                Ok(self
+                    .store
+                    .as_ref()
+                    .map(ShardStore::last_checkpoint)
+                    .transpose()?)
+            })
+            .map_err(|e| format!("shard {id}: {e}"));
+        let mut status = self.status();
+        Box::pin(async move {
+            let Some(pinned) = pinned? else {
+                return Ok(status);
+            };
+            let counted = actix_rt::task::spawn_blocking(move || {
+                census(pinned, &mut status).map(|()| status)
+            });
+            match counted.await {
+                Ok(result) => result.map_err(|e| format!("shard {id}: {e}")),
+                Err(e) => Err(format!("shard {id}: census did not finish: {e}")),
+            }
+        })
     }
 
     fn process_batch(&mut self, batch: &Batch) -> Result<(), ShardError> {
@@ -1220,6 +1237,22 @@ impl Shard {
     }
 }
 
+/// Counts the live instances, tombstones and timers of a checkpoint.
+fn census(pinned: PinnedCheckpoint, status: &mut ShardStatus) -> Result<(), StorageError> {
+    let read = pinned.read()?;
+    read.for_each_instance(|bytes| {
+        let stored: CensusRecord = codec::decode_borrowed(bytes)?;
+        if stored.state.is_some() {
+            status.live_instances += 1;
+        } else {
+            status.tombstones += 1;
+        }
+        Ok(())
+    })?;
+    status.pending_timers = read.timer_count()?;
+    Ok(())
+}
+
 impl Actor for Shard {
     type Context = Context<Self>;
 
@@ -1284,38 +1317,36 @@ impl Handler<Recover> for Shard {
 
     fn handle(&mut self, _: Recover, _ctx: &mut Self::Context) -> Self::Result {
         self.recover().map_err(|e| e.to_string())?;
-        self.status(false).map_err(|e| e.to_string())
+        Ok(self.status())
     }
 }
 
 impl Handler<Finish> for Shard {
-    type Result = Result<ShardStatus, String>;
+    type Result = ResponseFuture<Result<ShardStatus, String>>;
 
     fn handle(&mut self, finish: Finish, _ctx: &mut Self::Context) -> Self::Result {
         if self.dead {
-            return Err(self.dead_error());
+            let error = self.dead_error();
+            return Box::pin(async { Err(error) });
         }
-        let run = |shard: &mut Shard| -> Result<ShardStatus, ShardError> {
-            shard.advance_watermark(finish.watermark)?;
-            shard.changed = true;
-            shard.checkpoint()?;
-            Ok(shard.status(true)?)
-        };
-        run(self).map_err(|e| format!("shard {}: {e}", self.id))
+        if let Err(e) = self.advance_watermark(finish.watermark) {
+            let error = format!("shard {}: {e}", self.id);
+            return Box::pin(async { Err(error) });
+        }
+        self.changed = true;
+        self.checkpoint_and_census()
     }
 }
 
 impl Handler<Checkpoint> for Shard {
-    type Result = Result<ShardStatus, String>;
+    type Result = ResponseFuture<Result<ShardStatus, String>>;
 
     fn handle(&mut self, _: Checkpoint, _ctx: &mut Self::Context) -> Self::Result {
         if self.dead {
-            return Err(self.dead_error());
+            let error = self.dead_error();
+            return Box::pin(async { Err(error) });
         }
-        self.checkpoint()
-            .map_err(|e| format!("shard {}: {e}", self.id))?;
-        self.status(true)
-            .map_err(|e| format!("shard {}: {e}", self.id))
+        self.checkpoint_and_census()
     }
 }
 
@@ -1330,7 +1361,7 @@ impl Handler<Release> for Shard {
             self.checkpoint()
                 .map_err(|e| format!("shard {}: {e}", self.id))?;
         }
-        let status = self.status(false).map_err(|e| e.to_string());
+        let status = Ok(self.status());
         self.txn = None;
         self.store = None;
         self.cache.clear();

@@ -36,4 +36,4 @@ mod store;
 pub use codec::{CodecError, FORMAT_VERSION};
 pub use error::StorageError;
 pub use keys::{InstanceId, TimerKey};
-pub use store::{LoggedInstance, ShardReader, ShardStore, ShardTxn};
+pub use store::{LoggedInstance, PinnedCheckpoint, ShardReader, ShardStore, ShardTxn};

@@ -105,10 +105,25 @@ impl ShardStore {
 
     /// A consistent read-only view of the last committed checkpoint.
     pub fn read(&self) -> Result<ShardReader, StorageError> {
-        let txn = self.db.begin_read()?;
-        let log = read_log(&txn.open_table(LOG)?)?;
+        self.last_checkpoint()?.read()
+    }
+
+    /// Pins the last committed checkpoint, to be read later, on any thread, whatever the shard
+    /// commits meanwhile.
+    pub fn last_checkpoint(&self) -> Result<PinnedCheckpoint, StorageError> {
+        Ok(PinnedCheckpoint(self.db.begin_read()?))
+    }
+}
+
+/// A committed checkpoint, pinned by [`ShardStore::last_checkpoint`].
+pub struct PinnedCheckpoint(ReadTransaction);
+
+impl PinnedCheckpoint {
+    /// Reads its log back: the view [`ShardStore::read`] returns.
+    pub fn read(self) -> Result<ShardReader, StorageError> {
+        let log = read_log(&self.0.open_table(LOG)?)?;
         Ok(ShardReader {
-            txn,
+            txn: self.0,
             log: log.live,
             log_bytes: log.bytes,
         })
