@@ -1092,7 +1092,8 @@ impl Shard {
     }
 
     /// What a checkpoint does before its commit: logs what changed since the batches logged
-    /// it, passivates the idle instances, writes the metadata and syncs the sinks. Takes the
+    /// it, encodes the instances to passivate and takes them out of the cache (their writes
+    /// are left to [`Prepared::commit`]), writes the metadata and syncs the sinks. Takes the
     /// shard's transaction; `None` if nothing changed since the last checkpoint.
     fn prepare_checkpoint(&mut self) -> Result<Option<Prepared>, ShardError> {
         if !self.changed {
