@@ -108,6 +108,7 @@ fn log_rewrites_and_restarts_from_them_change_nothing() {
     let faults = Faults {
         fail_shard_at: Some((1, 9_000)),
         fail_times: 2,
+        ..Faults::default()
     };
     let (work, summary, rewritten) = run(0, faults);
     assert_eq!(summary.shard_restarts, 2);

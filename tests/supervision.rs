@@ -172,11 +172,47 @@ fn a_failing_shard_actor_restarts_from_its_checkpoint_and_replays_what_came_sinc
         faults: Faults {
             fail_shard_at: Some((1, 9_000)),
             fail_times: 1,
+            ..Faults::default()
         },
         ..RunOptions::default()
     };
     let summary = job::run(spec, options).unwrap();
     assert_eq!(summary.shard_restarts, 1);
+    assert_matches_ground_truth(&work);
+}
+
+#[test]
+fn a_checkpoint_whose_commit_fails_off_the_worker_thread_is_replayed_from_the_one_before() {
+    // Checkpoints every 20 ms with at most 10 instances in memory per shard: every commit on
+    // the blocking pool also writes passivated instances, and shard 1's first one fails after
+    // they left its cache. The shard restarts from its previous checkpoint, replays, and the
+    // outputs are exactly the ground truth.
+    let work = Workdir::new();
+    work.generate(9, 1_500);
+    let spec = work.compile(&common::example_with(&[
+        (
+            "checkpoint_interval = \"1s\"",
+            "checkpoint_interval = \"20ms\"\nmax_resident = 20",
+        ),
+        ("shards = 8", "shards = 2"),
+    ]));
+    let options = RunOptions {
+        faults: Faults {
+            fail_commit: Some(1),
+            ..Faults::default()
+        },
+        ..RunOptions::default()
+    };
+    let summary = job::run(spec, options).unwrap();
+    assert_eq!(
+        summary.shard_restarts, 1,
+        "the injected commit failure fired once"
+    );
+    assert!(
+        summary.counts.instances_loaded > 100,
+        "{:?}",
+        summary.counts
+    );
     assert_matches_ground_truth(&work);
 }
 
@@ -189,6 +225,7 @@ fn a_shard_that_keeps_failing_fails_the_run_instead_of_hanging_it() {
         faults: Faults {
             fail_shard_at: Some((0, 100)),
             fail_times: 100,
+            ..Faults::default()
         },
         ..RunOptions::default()
     };

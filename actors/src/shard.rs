@@ -269,6 +269,10 @@ pub struct Faults {
     /// this one, `fail_times` times in a row (each time after restarting).
     pub fail_shard_at: Option<(u32, u64)>,
     pub fail_times: u32,
+    /// The first periodic checkpoint of this shard that has a passivation to write fails
+    /// in its commit on the blocking pool, after the instances left the cache: the
+    /// transaction is dropped uncommitted.
+    pub fail_commit: Option<u32>,
 }
 
 /// What a shard's state was written for. A state directory is only reused by the same job
@@ -517,6 +521,7 @@ pub struct Shard {
     /// The state file did not exist before this run.
     created: bool,
     faults_fired: u32,
+    commit_fault_fired: bool,
     /// The trace context of the event being handled, for the records it causes.
     traceparent: Option<Arc<str>>,
 }
@@ -544,6 +549,7 @@ impl Shard {
             dead: false,
             created: false,
             faults_fired: 0,
+            commit_fault_fired: false,
             traceparent: None,
         }
     }
@@ -1079,11 +1085,21 @@ impl Shard {
             Ok(None) => return,
             Err(e) => return self.fail(ctx, e),
         };
-        let commit = actix_rt::task::spawn_blocking(move || prepared.commit().map(|()| prepared));
+        let fault = self.job.faults.fail_commit == Some(self.id)
+            && !self.commit_fault_fired
+            && !prepared.passivated.is_empty();
+        self.commit_fault_fired |= fault;
+        let commit = actix_rt::task::spawn_blocking(move || {
+            if fault {
+                return Err(ShardError::Injected); // drops the transaction uncommitted
+            }
+            prepared.commit()?;
+            Ok(prepared)
+        });
         ctx.wait(commit.into_actor(self).map(|joined, shard, ctx| {
             let committed = joined
                 .map_err(|e| ShardError::CommitLost(e.to_string()))
-                .and_then(|result| Ok(result?));
+                .and_then(|result| result);
             match committed {
                 Ok(prepared) => shard.checkpoint_committed(prepared),
                 Err(e) => shard.fail(ctx, e),
