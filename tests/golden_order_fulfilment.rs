@@ -126,6 +126,33 @@ fn log_rewrites_and_restarts_from_them_change_nothing() {
     assert_eq!(work.output_lines(), before);
 }
 
+#[test]
+fn many_new_instances_bring_a_checkpoint_forward() {
+    // Checkpoints every hour, at most 30 instances in memory: only a checkpoint passivates,
+    // so with no early one every instance stays in memory to the end. With one whenever a
+    // shard holds 50 more than its share (150 over 3 shards), most are passivated on the way
+    // and reactivated from redb, and the records are still exactly the ground truth.
+    let topology = common::example_with(&[
+        (
+            "checkpoint_interval = \"1s\"",
+            "checkpoint_interval = \"1h\"\nmax_resident = 30",
+        ),
+        ("shards = 8", "shards = 3"),
+    ]);
+    let run = |overshoot: usize| {
+        let work = Workdir::new();
+        work.generate(29, 1_500);
+        let mut spec = work.compile(&topology);
+        spec.max_resident_overshoot = overshoot;
+        let summary = job::run(spec, RunOptions::default()).unwrap();
+        assert_matches_ground_truth(&work);
+        summary.counts.instances_loaded
+    };
+    assert_eq!(run(0), 0, "no checkpoint before the end");
+    let loaded = run(150);
+    assert!(loaded > 100, "{loaded} instances reactivated");
+}
+
 /// Runs the example on 3 shards, checkpointing every 20 ms with `state` added to `[state]`:
 /// many instances must be reactivated from redb, and the records be exactly the ground truth.
 fn reactivations_change_nothing(seed: u64, state: &str) {

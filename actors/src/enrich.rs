@@ -457,6 +457,7 @@ mod tests {
             passivate_after: std::time::Duration::from_secs(1),
             max_resident: 1000,
             log_rewrite_bytes: crate::spec::DEFAULT_LOG_REWRITE_BYTES,
+            max_resident_overshoot: 0,
             max_out_of_orderness: 0,
             idle_timeout: std::time::Duration::from_secs(1),
             dedup_retention: 0,

@@ -253,6 +253,10 @@ impl ShardHost {
             passivate_after: spec.passivate_after,
             max_resident: (spec.max_resident / shards as usize).max(1),
             log_rewrite_bytes: spec.log_rewrite_bytes,
+            max_resident_overshoot: match spec.max_resident_overshoot {
+                0 => usize::MAX,
+                overshoot => (overshoot / shards as usize).max(1),
+            },
             dedup_retention: spec.dedup_retention,
             max_retries: spec.max_retries,
             faults,

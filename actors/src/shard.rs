@@ -301,6 +301,9 @@ pub struct JobContext {
     pub max_resident: usize,
     /// See [`crate::spec::JobSpec::log_rewrite_bytes`].
     pub log_rewrite_bytes: u64,
+    /// This shard's share of [`crate::spec::JobSpec::max_resident_overshoot`] (`usize::MAX`
+    /// for none).
+    pub max_resident_overshoot: usize,
     pub dedup_retention: Millis,
     pub max_retries: u32,
     pub faults: Faults,
@@ -1325,6 +1328,11 @@ impl Handler<Deliver> for Shard {
         self.job.gate.release();
         if let Err(e) = result {
             self.fail(ctx, e);
+        } else if self.cache.len()
+            > (self.job.max_resident).saturating_add(self.job.max_resident_overshoot)
+        {
+            // Many new keys: checkpoint before the interval is over, to bound memory.
+            self.checkpoint_in_background(ctx);
         }
     }
 }

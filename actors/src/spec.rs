@@ -31,6 +31,12 @@ pub struct JobSpec {
     /// bytes and more than 4 times what is live in it ([`DEFAULT_LOG_REWRITE_BYTES`]; not a
     /// topology setting, tests lower it).
     pub log_rewrite_bytes: u64,
+    /// How far the instances in memory, all shards together, may exceed `max_resident`
+    /// between checkpoints: a shard holding more than its share of both checkpoints before
+    /// its interval is over. Instances are passivated only at a checkpoint, and an interval's
+    /// events are kept until then for a replay, so with many new keys memory stays bounded
+    /// however fast the input comes; a few hot keys never reach it. 0: only at the interval.
+    pub max_resident_overshoot: usize,
     /// Bounded out-of-orderness: the watermark trails the largest event time by this much.
     pub max_out_of_orderness: Millis,
     /// With no input for this long, the watermark advances with the wall clock.

@@ -65,6 +65,8 @@ pub(crate) fn structure(
     let checkpoint_interval = state.std_duration_or(ctx, "checkpoint_interval", "1s");
     let passivate_after = state.std_duration_or(ctx, "passivate_after", "30s");
     let max_resident = state.integer_or(ctx, "max_resident", 200_000, 1..=1_000_000_000) as usize;
+    let max_resident_overshoot =
+        state.integer_or(ctx, "max_resident_overshoot", 65_536, 0..=1_000_000_000) as usize;
     state.finish(ctx);
 
     let mut time = root.table(ctx, "time");
@@ -116,6 +118,7 @@ pub(crate) fn structure(
             passivate_after,
             max_resident,
             log_rewrite_bytes: vigil_actors::spec::DEFAULT_LOG_REWRITE_BYTES,
+            max_resident_overshoot,
             max_out_of_orderness,
             idle_timeout,
             dedup_retention,
