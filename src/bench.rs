@@ -316,10 +316,11 @@ fn full_topology(workers: usize, interval: &str) -> String {
     )
 }
 
-/// `base` with `[job] workers` and `[state] checkpoint_interval` set.
 /// The checkpoint interval of the "checkpoints off" run: longer than any benchmark.
 const CHECKPOINTS_OFF: &str = "1h";
 
+/// `base` with `[job] workers` and `[state] checkpoint_interval` set (and, for
+/// [`CHECKPOINTS_OFF`], no early checkpoints either).
 fn topology_with(base: &str, workers: usize, interval: &str) -> String {
     let mut text = String::with_capacity(base.len() + 64);
     for line in base.lines() {
