@@ -202,42 +202,34 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         ceiling = Some(rate);
     }
 
-    let full = |workers: usize, interval: &str| -> String { full_topology(workers, interval) };
+    // A configuration run on the shop workload.
+    let shop = |name: &str, topology: &str| measure(&dir, name, topology, &data, args.reps);
     let mut full_one = None;
     if want("full") {
         println!("\n== full topology: order-fulfilment + velocity window + 2 patterns, file source and sinks, checkpoints every 1 s");
-        let one = measure(&dir, "full-w1", &full(1, "1s"), &data, args.reps)?;
+        let one = shop("full-w1", &full_topology(1, CHECKPOINTS_1S))?;
         report("1 worker thread", &one, ceiling);
-        let all = measure(&dir, "full-wall", &full(0, "1s"), &data, args.reps)?;
+        let all = shop("full-wall", &full_topology(0, CHECKPOINTS_1S))?;
         report("all cores (workers = 0)", &all, ceiling);
         println!(
             "  all cores / 1 worker: {:.2}x",
             all.rate() / one.rate().max(1e-9)
         );
-        let fulfilment = measure(
-            &dir,
+        let fulfilment = shop(
             "fulfilment-w1",
-            &topology_with(ORDER_FULFILMENT, 1, "1s"),
-            &data,
-            args.reps,
+            &topology_with(ORDER_FULFILMENT, 1, CHECKPOINTS_1S),
         )?;
         report("order-fulfilment alone, 1 worker", &fulfilment, ceiling);
         full_one = Some(one);
     }
 
     if want("checkpoint") {
-        println!("\n== checkpoint overhead: full topology, 1 worker, checkpoint_interval 1s vs 1h (effectively only the final one)");
+        println!("\n== checkpoint overhead: full topology, 1 worker, checkpoint_interval 1s vs 1h and no early checkpoints (only the final one)");
         let on = match &full_one {
             Some(r) => r.clone(),
-            None => measure(&dir, "full-w1", &full(1, "1s"), &data, args.reps)?,
+            None => shop("full-w1", &full_topology(1, CHECKPOINTS_1S))?,
         };
-        let off = measure(
-            &dir,
-            "full-w1-nockpt",
-            &full(1, CHECKPOINTS_OFF),
-            &data,
-            args.reps,
-        )?;
+        let off = shop("full-w1-nockpt", &full_topology(1, CHECKPOINTS_OFF))?;
         report("checkpoints every 1 s", &on, ceiling);
         report("checkpoints off", &off, ceiling);
         println!(
@@ -256,7 +248,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
                 write_key_workload(path, events, keys)?;
             }
         }
-        let topology = topology_with(ORDER_FULFILMENT, 1, "1s");
+        let topology = topology_with(ORDER_FULFILMENT, 1, CHECKPOINTS_1S);
         if want("keys") {
             println!("\n== key scaling: {events} ORDER_CREATED events over N distinct order numbers, order-fulfilment, 1 worker");
             let s = measure(&dir, "keys-small", &topology, &small, args.reps)?;
@@ -308,20 +300,24 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
 }
 
 /// The full benchmark topology: order-fulfilment plus velocity and patterns.
-fn full_topology(workers: usize, interval: &str) -> String {
+fn full_topology(workers: usize, checkpoints: &str) -> String {
     topology_with(
         &format!("{ORDER_FULFILMENT}\n{VELOCITY_AND_PATTERNS}"),
         workers,
-        interval,
+        checkpoints,
     )
 }
 
-/// The checkpoint interval of the "checkpoints off" run: longer than any benchmark.
-const CHECKPOINTS_OFF: &str = "1h";
+/// `[state]` settings: checkpoints every second (with the default early checkpoints).
+const CHECKPOINTS_1S: &str = "checkpoint_interval = \"1s\"";
 
-/// `base` with `[job] workers` and `[state] checkpoint_interval` set (and, for
-/// [`CHECKPOINTS_OFF`], no early checkpoints either).
-fn topology_with(base: &str, workers: usize, interval: &str) -> String {
+/// `[state]` settings of the "checkpoints off" run: an interval longer than any benchmark,
+/// and no early checkpoint to bound memory either.
+const CHECKPOINTS_OFF: &str = "checkpoint_interval = \"1h\"\nmax_resident_overshoot = 0";
+
+/// `base` with `[job] workers` set and `checkpoints` (`[state]` settings) in place of its
+/// `checkpoint_interval`.
+fn topology_with(base: &str, workers: usize, checkpoints: &str) -> String {
     let mut text = String::with_capacity(base.len() + 64);
     for line in base.lines() {
         if line.starts_with("checkpoint_interval") {
@@ -333,11 +329,7 @@ fn topology_with(base: &str, workers: usize, interval: &str) -> String {
             let _ = writeln!(text, "workers = {workers}");
         }
         if line.trim() == "[state]" {
-            let _ = writeln!(text, "checkpoint_interval = \"{interval}\"");
-            if interval == CHECKPOINTS_OFF {
-                // Off means off: no checkpoint before the end to bound memory either.
-                let _ = writeln!(text, "max_resident_overshoot = 0");
-            }
+            let _ = writeln!(text, "{checkpoints}");
         }
     }
     text
@@ -602,7 +594,7 @@ fn fmt_kib(kib: u64) -> String {
 fn latency_topology() -> String {
     let mut text = String::new();
     let mut skip = false;
-    for line in topology_with(ORDER_FULFILMENT, 1, "1s").lines() {
+    for line in topology_with(ORDER_FULFILMENT, 1, CHECKPOINTS_1S).lines() {
         if line.starts_with('[') {
             skip = line.starts_with("[sources.") || line.starts_with("[sinks.");
         }

@@ -1257,6 +1257,11 @@ impl Shard {
     }
 }
 
+/// The reply of a `Finish` or `Checkpoint` that failed before checkpointing.
+fn failed(error: String) -> ResponseFuture<Result<ShardStatus, String>> {
+    Box::pin(std::future::ready(Err(error)))
+}
+
 /// Counts the live instances, tombstones and timers of a checkpoint.
 fn census(pinned: PinnedCheckpoint, status: &mut ShardStatus) -> Result<(), StorageError> {
     let read = pinned.read()?;
@@ -1351,12 +1356,10 @@ impl Handler<Finish> for Shard {
 
     fn handle(&mut self, finish: Finish, _ctx: &mut Self::Context) -> Self::Result {
         if self.dead {
-            let error = self.dead_error();
-            return Box::pin(async { Err(error) });
+            return failed(self.dead_error());
         }
         if let Err(e) = self.advance_watermark(finish.watermark) {
-            let error = format!("shard {}: {e}", self.id);
-            return Box::pin(async { Err(error) });
+            return failed(format!("shard {}: {e}", self.id));
         }
         self.changed = true;
         self.checkpoint_and_census()
@@ -1368,8 +1371,7 @@ impl Handler<Checkpoint> for Shard {
 
     fn handle(&mut self, _: Checkpoint, _ctx: &mut Self::Context) -> Self::Result {
         if self.dead {
-            let error = self.dead_error();
-            return Box::pin(async { Err(error) });
+            return failed(self.dead_error());
         }
         self.checkpoint_and_census()
     }

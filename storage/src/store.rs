@@ -123,6 +123,16 @@ impl ShardStore {
 struct ResidentTimer(Vec<u8>);
 
 impl ResidentTimer {
+    /// The key of the timer `name` of instance `id`, due at `time`.
+    fn of(id: &InstanceId, name: &str, time: i64) -> ResidentTimer {
+        ResidentTimer(TimerKey::encode_parts(
+            time,
+            id.template,
+            id.key.as_bytes(),
+            name,
+        ))
+    }
+
     fn time(&self) -> u64 {
         let time: [u8; 8] = self.0[..8]
             .try_into()
@@ -328,11 +338,9 @@ impl ShardTxn {
                 .insert(encoded.as_slice(), record)?;
         }
         for (name, time) in timers {
-            let key = TimerKey::encode_parts(*time, id.template, id.key.as_bytes(), name);
-            let key = ResidentTimer(key);
+            let key = ResidentTimer::of(id, name, *time);
             self.resident_timers.remove(&key);
-            let key = key.0;
-            self.tables_mut().timers.insert(key.as_slice(), ())?;
+            self.tables_mut().timers.insert(key.0.as_slice(), ())?;
         }
         if logged {
             log::forget(&mut self.entry, &encoded);
@@ -351,9 +359,9 @@ impl ShardTxn {
         timers: &[(String, i64)],
     ) -> Result<(), StorageError> {
         for (name, time) in timers {
-            let key = TimerKey::encode_parts(*time, id.template, id.key.as_bytes(), name);
-            self.tables_mut().timers.remove(key.as_slice())?;
-            self.resident_timers.insert(ResidentTimer(key));
+            let key = ResidentTimer::of(id, name, *time);
+            self.tables_mut().timers.remove(key.0.as_slice())?;
+            self.resident_timers.insert(key);
         }
         Ok(())
     }
