@@ -16,12 +16,16 @@ use vigil_actors::template::{AnyState, Context, DynTemplate, Subscription, Templ
 use vigil_actors::templates;
 use vigil_storage::codec::CodecError;
 
-/// Wraps a template and makes its event handler panic for one key: on every attempt, or only
-/// on the first attempt of each event.
+/// Wraps a template and makes its event handler panic for one key (and only on events of type
+/// `only`, if set): on every attempt, or only on the first attempt of each event. Before it
+/// panics it wipes the state. `in_place`: whether the runtime may call it on the instance's
+/// state itself.
 struct Faulty {
     inner: Box<dyn DynTemplate>,
     key: String,
+    only: Option<&'static str>,
     always: bool,
+    in_place: bool,
     attempts: Arc<AtomicU32>,
     seen: std::sync::Mutex<HashMap<u64, u32>>,
 }
@@ -36,8 +40,8 @@ impl DynTemplate for Faulty {
     fn decode_state(&self, bytes: &[u8]) -> Result<AnyState, CodecError> {
         self.inner.decode_state(bytes)
     }
-    fn encode_state(&self, state: &AnyState) -> Vec<u8> {
-        self.inner.encode_state(state)
+    fn encode_state(&self, state: &AnyState, out: &mut Vec<u8>) {
+        self.inner.encode_state(state, out)
     }
     fn clone_state(&self, state: &AnyState) -> AnyState {
         self.inner.clone_state(state)
@@ -48,7 +52,7 @@ impl DynTemplate for Faulty {
         event: &Event,
         cx: &mut Context<'_>,
     ) -> Result<(), TemplateError> {
-        if cx.key() == self.key {
+        if cx.key() == self.key && self.only.is_none_or(|only| *event.type_name == *only) {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             let first = {
                 let mut seen = self.seen.lock().unwrap();
@@ -56,9 +60,10 @@ impl DynTemplate for Faulty {
                 *n += 1;
                 *n == 1
             };
-            // Damage the state first: a retry must start from the last good state.
             let _ = self.inner.on_event(state, event, cx);
             if self.always || first {
+                // Damage the state first: a retry must start from the last good state.
+                *state = self.inner.new_state();
                 panic!("injected failure for {}", self.key);
             }
             return Ok(());
@@ -79,6 +84,9 @@ impl DynTemplate for Faulty {
     fn describe(&self, state: &AnyState) -> serde_json::Value {
         self.inner.describe(state)
     }
+    fn handles_in_place(&self) -> bool {
+        self.in_place
+    }
 }
 
 /// An order of the generated day with at least two events, and records in the ground truth.
@@ -91,7 +99,12 @@ fn victim(work: &Workdir) -> String {
         .expect("some order ships")
 }
 
-fn run_with_faulty(work: &Workdir, always: bool) -> (job::RunSummary, u32, String) {
+fn run_with_faulty(
+    work: &Workdir,
+    only: Option<&'static str>,
+    always: bool,
+    in_place: bool,
+) -> (job::RunSummary, u32, String) {
     work.generate(21, 1_500);
     let key = victim(work);
     let spec = work.compile(EXAMPLE);
@@ -99,7 +112,9 @@ fn run_with_faulty(work: &Workdir, always: bool) -> (job::RunSummary, u32, Strin
     let faulty = Faulty {
         inner: templates::build(&spec.processes[0]),
         key: key.clone(),
+        only,
         always,
+        in_place,
         attempts: attempts.clone(),
         seen: Default::default(),
     };
@@ -111,31 +126,29 @@ fn run_with_faulty(work: &Workdir, always: bool) -> (job::RunSummary, u32, Strin
     (summary, attempts.load(Ordering::SeqCst), key)
 }
 
-#[test]
-fn a_handler_that_always_panics_dead_letters_its_events_and_loses_nothing_else() {
-    let work = Workdir::new();
-    std::panic::set_hook(Box::new(|_| {})); // keep the test output readable
-    let (summary, attempts, key) = run_with_faulty(&work, true);
-    let _ = std::panic::take_hook();
-
+/// Checks a run whose handler always failed for `key`: every record of every other order is
+/// there exactly once, and the victim's events were dead-lettered with the panic message.
+/// Returns how many were.
+fn assert_only_the_victim_dead_lettered(
+    work: &Workdir,
+    summary: &job::RunSummary,
+    key: &str,
+) -> usize {
     let expected = identities(&[work.data().join("expected.jsonl")]);
     let actual = identities(&jsonl_files(&work.out()));
-    // Every record of every other order is there, exactly once.
     for (identity, count) in &expected {
-        if identity.2.as_deref() != Some(key.as_str()) {
+        if identity.2.as_deref() != Some(key) {
             assert_eq!(actual.get(identity), Some(count), "{identity:?}");
         }
     }
-    // The victim's events were each tried 1 + max_retries (3) times, then dead-lettered.
     let failed: Vec<_> = actual
         .iter()
         .filter(|((kind, name, k, _), _)| {
-            kind == "dead_letter" && name == "HANDLER_FAILED" && k.as_deref() == Some(&key)
+            kind == "dead_letter" && name == "HANDLER_FAILED" && k.as_deref() == Some(key)
         })
         .collect();
     let failed_events: usize = failed.iter().map(|(_, n)| **n).sum();
     assert!(failed_events >= 2, "{failed:?}");
-    assert_eq!(attempts as usize, failed_events * 4);
     assert_eq!(summary.counts.handler_failures as usize, failed_events);
     let c = &summary.counts;
     assert_eq!(c.read, c.processed + c.dead_lettered + c.duplicates);
@@ -145,21 +158,63 @@ fn a_handler_that_always_panics_dead_letters_its_events_and_loses_nothing_else()
         text.contains("injected failure for"),
         "the panic message is the reason"
     );
+    failed_events
+}
+
+#[test]
+fn a_handler_that_always_panics_dead_letters_its_events_and_loses_nothing_else() {
+    let work = Workdir::new();
+    std::panic::set_hook(Box::new(|_| {})); // keep the test output readable
+    let (summary, attempts, key) = run_with_faulty(&work, None, true, false);
+    let _ = std::panic::take_hook();
+    let failed_events = assert_only_the_victim_dead_lettered(&work, &summary, &key);
+    // The victim's events were each tried 1 + max_retries (3) times, then dead-lettered.
+    assert_eq!(attempts as usize, failed_events * 4);
+    assert_eq!(summary.shard_restarts, 0);
+}
+
+#[test]
+fn a_handler_that_fails_in_place_restarts_its_shard_and_then_runs_on_copies() {
+    // The first failure damaged the instance's state itself: the shard restarts from its
+    // checkpoint, and replays the template's events on copies of the state, with retries.
+    let work = Workdir::new();
+    std::panic::set_hook(Box::new(|_| {}));
+    let (summary, attempts, key) = run_with_faulty(&work, None, true, true);
+    let _ = std::panic::take_hook();
+    let failed_events = assert_only_the_victim_dead_lettered(&work, &summary, &key);
+    assert_eq!(attempts as usize, 1 + failed_events * 4);
+    assert_eq!(
+        summary.shard_restarts, 1,
+        "once, then the template is careful"
+    );
+}
+
+#[test]
+fn a_handler_that_panics_once_in_place_leaves_no_trace_of_its_damage() {
+    let work = Workdir::new();
+    std::panic::set_hook(Box::new(|_| {}));
+    let (summary, _attempts, _key) = run_with_faulty(&work, Some("PARCEL_SHIPPED"), false, true);
+    let _ = std::panic::take_hook();
+    assert_eq!(summary.counts.handler_failures, 0);
+    assert_eq!(summary.shard_restarts, 1);
+    // Had the shard carried on with the state the failed call wiped, the victim's order
+    // would have lost what it knew before its parcel shipped, and its records would differ.
+    assert_matches_ground_truth(&work);
 }
 
 #[test]
 fn a_handler_that_panics_once_is_retried_from_its_last_good_state() {
     let work = Workdir::new();
     std::panic::set_hook(Box::new(|_| {}));
-    let (summary, attempts, _key) = run_with_faulty(&work, false);
+    let (summary, attempts, _key) = run_with_faulty(&work, None, false, false);
     let _ = std::panic::take_hook();
     assert!(
         attempts >= 4,
         "each event of the victim failed once and was retried"
     );
     assert_eq!(summary.counts.handler_failures, 0);
-    // Had a retry started from the state the failed attempt damaged, the victim's distinct
-    // parcel counts would be off and its records would differ.
+    // Had a retry started from the state the failed attempt wiped, the victim's records
+    // would differ.
     assert_matches_ground_truth(&work);
 }
 

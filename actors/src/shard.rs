@@ -47,6 +47,8 @@ pub enum ShardError {
     CommitLost(String),
     #[error("incompatible state: {0}")]
     Incompatible(String),
+    #[error("handler of process `{process}` failed on the state itself: {message}")]
+    FailedInPlace { process: String, message: String },
 }
 
 /// Restarts of one shard actor before the job gives up.
@@ -56,17 +58,24 @@ pub const MAX_RESTARTS: u32 = 3;
 /// more than `JobContext::log_rewrite_bytes` and more than this many times what is live in it.
 const LOG_REWRITE_FACTOR: u64 = 4;
 
-/// Encodes an instance's record (what [`StoredInstance`] decodes) into `out`.
+/// Encodes an instance's record (what [`StoredInstance`] decodes) into `out`; its state goes
+/// through `state_bytes` first (both buffers are reused, so this allocates nothing).
 fn encode_record(
     job: &JobContext,
     id: &InstanceId,
     instance: &Instance,
     out: &mut Vec<u8>,
+    state_bytes: &mut Vec<u8>,
 ) -> Result<(), vigil_storage::CodecError> {
     let template = &job.templates[id.template as usize];
+    let state = instance.state.as_ref().map(|s| {
+        state_bytes.clear();
+        template.encode_state(s, state_bytes);
+        state_bytes.as_slice()
+    });
     let stored = StoredInstanceRef {
         meta: &instance.meta,
-        state: instance.state.as_ref().map(|s| template.encode_state(s)),
+        state,
     };
     out.clear();
     codec::encode_into(&stored, out)
@@ -406,7 +415,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Skipped<T> {
 struct StoredInstanceRef<'a> {
     meta: &'a InstanceMeta,
     #[serde(with = "serde_bytes")]
-    state: Option<Vec<u8>>,
+    state: Option<&'a [u8]>,
 }
 
 struct Instance {
@@ -428,7 +437,7 @@ struct Instance {
 
 impl Instance {
     /// An instance not in the log; `dirty` if redb does not have it either (a new one).
-    fn new(meta: InstanceMeta, state: Option<AnyState>, dirty: bool) -> Instance {
+    fn new(meta: InstanceMeta, state: Option<AnyState>, dirty: bool, now: Instant) -> Instance {
         Instance {
             meta,
             state,
@@ -437,7 +446,7 @@ impl Instance {
             stored: false,
             logged_len: 0,
             logged_in: 0,
-            last_used: Instant::now(),
+            last_used: now,
         }
     }
 
@@ -489,9 +498,73 @@ impl Prepared {
 }
 
 /// What a handler call is about.
+#[derive(Clone, Copy)]
 enum Trigger<'a> {
     Event(&'a Event),
     Timer(&'a str, Millis),
+}
+
+/// One handler call, tried in place or on copies by [`Shard::run_handler`].
+struct HandlerCall<'a> {
+    template: &'a dyn DynTemplate,
+    key: &'a str,
+    time: Millis,
+    watermark: Millis,
+    trigger: Trigger<'a>,
+}
+
+/// What a handler call that succeeded did besides changing the state.
+struct Handled {
+    outputs: Vec<Record>,
+    /// Each timer it set or cancelled, with its time before the call.
+    timers_before: Vec<(String, Option<Millis>)>,
+}
+
+/// Why a handler call failed.
+struct HandlerFailure {
+    message: String,
+    /// A panic or a [`TemplateError::Retryable`].
+    retryable: bool,
+}
+
+impl HandlerCall<'_> {
+    /// Calls the handler on `state` and `timers`, catching a panic. On failure they may be
+    /// half changed.
+    fn attempt(
+        &self,
+        state: &mut AnyState,
+        timers: &mut Vec<(String, Millis)>,
+    ) -> Result<Handled, HandlerFailure> {
+        let mut outputs = Vec::new();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let mut cx =
+                InstanceContext::new(self.key, self.time, self.watermark, &mut outputs, timers);
+            let result = match self.trigger {
+                Trigger::Event(event) => self.template.on_event(state, event, &mut cx),
+                Trigger::Timer(name, _) => self.template.on_timer(state, name, &mut cx),
+            };
+            result.map(|()| cx.timers_before)
+        }));
+        let (message, retryable) = match result {
+            Ok(Ok(timers_before)) => {
+                return Ok(Handled {
+                    outputs,
+                    timers_before,
+                })
+            }
+            Ok(Err(TemplateError::Permanent(message))) => (message, false),
+            Ok(Err(TemplateError::Retryable(message))) => (message, true),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "handler panicked".into());
+                (format!("handler panicked: {message}"), true)
+            }
+        };
+        Err(HandlerFailure { message, retryable })
+    }
 }
 
 pub struct Shard {
@@ -509,6 +582,8 @@ pub struct Shard {
     interval: u64,
     /// The buffer instance records are encoded into.
     record: Vec<u8>,
+    /// The buffer an instance's state is encoded into, before it goes into its record.
+    state_bytes: Vec<u8>,
     watermark: Millis,
     position: Option<Position>,
     out_seq: u64,
@@ -527,13 +602,18 @@ pub struct Shard {
     commit_fault_fired: bool,
     /// The trace context of the event being handled, for the records it causes.
     traceparent: Option<Arc<str>>,
+    /// When the batch being processed arrived: the time instances count as last used (one
+    /// clock read per batch, not per event).
+    batch_started: Instant,
+    /// Per template: its handlers run on a copy of the state, with retries, because it does
+    /// not handle in place or has failed in place (kept across restarts).
+    careful: Vec<bool>,
 }
 
 impl Shard {
     pub fn new(id: u32, job: Arc<JobContext>) -> Shard {
         Shard {
             id,
-            job,
             store: None,
             txn: None,
             cache: HashMap::default(),
@@ -541,6 +621,7 @@ impl Shard {
             logged_since: 0,
             interval: 1,
             record: Vec::new(),
+            state_bytes: Vec::new(),
             watermark: MIN_TIME,
             position: None,
             out_seq: 0,
@@ -554,6 +635,13 @@ impl Shard {
             faults_fired: 0,
             commit_fault_fired: false,
             traceparent: None,
+            batch_started: Instant::now(),
+            careful: job
+                .templates
+                .iter()
+                .map(|t| !t.handles_in_place())
+                .collect(),
+            job,
         }
     }
 
@@ -565,6 +653,7 @@ impl Shard {
     /// it had in memory.
     fn recover(&mut self) -> Result<(), ShardError> {
         self.txn = None; // redb has one write transaction at a time: roll this one back first
+        self.batch_started = Instant::now();
         if self.store.is_none() {
             let path = Self::path(&self.job.state_dir, self.id);
             self.created = !path.exists();
@@ -622,7 +711,7 @@ impl Shard {
             .state
             .map(|s| self.job.templates[template as usize].decode_state(&s))
             .transpose()?;
-        Ok(Instance::new(stored.meta, state, false))
+        Ok(Instance::new(stored.meta, state, false, self.batch_started))
     }
 
     fn txn(&mut self) -> &mut ShardTxn {
@@ -673,6 +762,7 @@ impl Shard {
     }
 
     fn process_batch(&mut self, batch: &Batch) -> Result<(), ShardError> {
+        self.batch_started = Instant::now();
         let done = self.position.as_ref().map_or(0, |p| p.seq);
         if batch.position.seq < done {
             return Ok(()); // replayed input this shard already has in its checkpoint
@@ -733,6 +823,7 @@ impl Shard {
     fn log_changes(&mut self) -> Result<(), ShardError> {
         let txn = self.txn.as_mut().expect("recovered");
         let mut record = std::mem::take(&mut self.record);
+        let state_bytes = &mut self.state_bytes;
         for id in self.touched.drain(..) {
             let Some(instance) = self.cache.get_mut(&id) else {
                 continue; // ended since
@@ -742,7 +833,7 @@ impl Shard {
                 continue;
             }
             instance.logged_in = self.interval;
-            encode_record(&self.job, &id, instance, &mut record)?;
+            encode_record(&self.job, &id, instance, &mut record, state_bytes)?;
             log_instance(txn, &id, instance, &record)?;
             self.logged_since += 1;
         }
@@ -781,13 +872,18 @@ impl Shard {
                 None => {
                     self.counts.instances_started += 1;
                     let state = self.job.templates[id.template as usize].new_state();
-                    Instance::new(InstanceMeta::default(), Some(state), true)
+                    Instance::new(
+                        InstanceMeta::default(),
+                        Some(state),
+                        true,
+                        self.batch_started,
+                    )
                 }
             };
             self.cache.insert(id.clone(), instance);
         }
         let instance = self.cache.get_mut(id).expect("inserted above");
-        instance.last_used = Instant::now();
+        instance.last_used = self.batch_started;
         if !instance.touched {
             instance.touched = true;
             self.touched.push(id.clone());
@@ -860,103 +956,118 @@ impl Shard {
         Ok(())
     }
 
-    /// Calls the template's handler with bounded retries, then applies the outcome: records,
-    /// timer changes, completion. A handler that keeps failing leaves the instance as it was
-    /// and dead-letters the event (or drops the timer) with the reason; then returns `false`.
+    /// Calls the template's handler, then applies the outcome: records, timer changes,
+    /// completion. A template that [handles in place](DynTemplate::handles_in_place) gets the
+    /// instance's state itself; if its handler fails there, the shard restarts from its last
+    /// checkpoint and handles that template's events like any other's from then on: on a copy
+    /// of the state, with bounded retries. A handler that keeps failing leaves the instance as
+    /// it was and dead-letters the event (or drops the timer) with the reason; then returns
+    /// `false`.
     fn run_handler(&mut self, id: &InstanceId, trigger: Trigger<'_>) -> Result<bool, ShardError> {
         let job = self.job.clone();
         let template = &job.templates[id.template as usize];
         let _span = debug_span!("instance", process = %job.process_names[id.template as usize], key = %id.key).entered();
-        let watermark = self.watermark;
         let time = match trigger {
             Trigger::Event(event) => event.time,
             Trigger::Timer(_, at) => at,
         };
+        let call = HandlerCall {
+            template: template.as_ref(),
+            key: &id.key,
+            time,
+            watermark: self.watermark,
+            trigger,
+        };
+        let in_place = !self.careful[id.template as usize];
         let instance = self.cache.get_mut(id).expect("activated");
         let Some(state) = instance.state.as_mut() else {
             return Ok(true);
         };
-        let mut failure = String::new();
-        let mut outcome = None;
-        for _attempt in 0..=job.max_retries {
-            let mut outputs = Vec::new();
-            let mut timers = instance.meta.timers.clone();
-            let mut attempt_state = template.clone_state(state);
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                let mut cx =
-                    InstanceContext::new(&id.key, time, watermark, &mut outputs, &mut timers);
-                match trigger {
-                    Trigger::Event(event) => template.on_event(&mut attempt_state, event, &mut cx),
-                    Trigger::Timer(name, _) => template.on_timer(&mut attempt_state, name, &mut cx),
-                }
-            }));
-            match result {
-                Ok(Ok(())) => {
-                    outcome = Some((attempt_state, outputs, timers));
-                    break;
-                }
-                Ok(Err(TemplateError::Permanent(message))) => {
-                    failure = message;
-                    break;
-                }
-                Ok(Err(TemplateError::Retryable(message))) => failure = message,
-                Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "handler panicked".into());
-                    failure = format!("handler panicked: {message}");
+        let handled = if in_place {
+            match call.attempt(state, &mut instance.meta.timers) {
+                Ok(handled) => handled,
+                Err(failure) => {
+                    self.careful[id.template as usize] = true;
+                    return Err(ShardError::FailedInPlace {
+                        process: job.process_names[id.template as usize].clone(),
+                        message: failure.message,
+                    });
                 }
             }
-        }
-        let Some((new_state, outputs, timers)) = outcome else {
-            warn!(shard = self.id, key = %id.key, "{failure}; gave up after {} attempts", job.max_retries + 1);
-            self.counts.handler_failures += 1;
-            let (what, event_time, raw) = match trigger {
-                Trigger::Event(event) => ("event", event.time, event.payload.to_string()),
-                Trigger::Timer(name, at) => ("timer", at, name.to_owned()),
-            };
-            let letter = DeadLetter {
-                reason: Reason::HandlerFailed,
-                detail: format!(
-                    "{what} failed in process `{}`: {failure}",
-                    job.process_names[id.template as usize]
-                ),
-                key: Some(id.key.clone()),
-                time: Some(event_time),
-                raw,
-                source: job.process_names[id.template as usize].clone(),
-                file: None,
-                line: None,
-            };
-            self.emit(None, Record::dead_letter(&letter))?;
-            return Ok(false);
+        } else {
+            let mut failure = String::new();
+            let mut outcome = None;
+            for _attempt in 0..=job.max_retries {
+                let mut timers = instance.meta.timers.clone();
+                let mut attempt_state = template.clone_state(state);
+                match call.attempt(&mut attempt_state, &mut timers) {
+                    Ok(handled) => {
+                        *state = attempt_state;
+                        instance.meta.timers = timers;
+                        outcome = Some(handled);
+                        break;
+                    }
+                    Err(f) => {
+                        failure = f.message;
+                        if !f.retryable {
+                            break;
+                        }
+                    }
+                }
+            }
+            match outcome {
+                Some(handled) => handled,
+                None => {
+                    warn!(shard = self.id, key = %id.key, "{failure}; gave up after {} attempts", job.max_retries + 1);
+                    self.counts.handler_failures += 1;
+                    let (what, event_time, raw) = match trigger {
+                        Trigger::Event(event) => ("event", event.time, event.payload.to_string()),
+                        Trigger::Timer(name, at) => ("timer", at, name.to_owned()),
+                    };
+                    let letter = DeadLetter {
+                        reason: Reason::HandlerFailed,
+                        detail: format!(
+                            "{what} failed in process `{}`: {failure}",
+                            job.process_names[id.template as usize]
+                        ),
+                        key: Some(id.key.clone()),
+                        time: Some(event_time),
+                        raw,
+                        source: job.process_names[id.template as usize].clone(),
+                        file: None,
+                        line: None,
+                    };
+                    self.emit(None, Record::dead_letter(&letter))?;
+                    return Ok(false);
+                }
+            }
         };
-        let complete = template.is_complete(&new_state);
-        *state = new_state;
-        // Only the timers that changed touch redb (usually none).
-        let old_timers = &instance.meta.timers;
-        let removed: Vec<(String, Millis)> = old_timers
-            .iter()
-            .filter(|t| !timers.contains(t))
-            .cloned()
-            .collect();
-        let added: Vec<(String, Millis)> = timers
-            .iter()
-            .filter(|t| !old_timers.contains(t))
-            .cloned()
-            .collect();
-        instance.meta.timers = timers;
         instance.dirty = true;
-        for (name, at) in removed {
-            self.txn()
-                .remove_timer(&TimerKey::new(at, id.template, id.key.as_str(), name))?;
+        let complete = template.is_complete(state);
+        // Only the timers that changed touch the timer index (usually none).
+        let moved: Vec<(String, Option<Millis>, Option<Millis>)> = handled
+            .timers_before
+            .into_iter()
+            .filter_map(|(name, before)| {
+                let after = instance
+                    .meta
+                    .timers
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, at)| *at);
+                (before != after).then_some((name, before, after))
+            })
+            .collect();
+        for (name, before, after) in moved {
+            if let Some(at) = before {
+                let timer = TimerKey::new(at, id.template, id.key.as_str(), name.as_str());
+                self.txn().remove_timer(&timer)?;
+            }
+            if let Some(at) = after {
+                self.set_timer(&TimerKey::new(at, id.template, id.key.as_str(), name))?;
+            }
         }
-        for (name, at) in added {
-            self.set_timer(&TimerKey::new(at, id.template, id.key.as_str(), name))?;
-        }
-        for record in outputs {
+        for record in handled.outputs {
             self.emit(Some(id.template as usize), record)?;
         }
         if complete {
@@ -1141,11 +1252,12 @@ impl Shard {
         let mut passivated = Vec::new();
         let mut records = Vec::new();
         let record = &mut self.record;
+        let state_bytes = &mut self.state_bytes;
         for (id, instance) in due {
             // The stored record (if any) is not the instance's latest.
             let changed = instance.dirty || instance.logged();
             if changed {
-                encode_record(&self.job, id, instance, record)?;
+                encode_record(&self.job, id, instance, record, state_bytes)?;
             }
             if evict(instance) {
                 let record = changed.then(|| {
@@ -1232,7 +1344,16 @@ impl Shard {
     /// Restarts the actor from its last checkpoint, or, past [`MAX_RESTARTS`], fails the job.
     fn fail(&mut self, ctx: &mut Context<Self>, error: ShardError) {
         self.restarts += 1;
-        if self.restarts > MAX_RESTARTS {
+        // A failure in place turns its template careful: it restarts a shard once per
+        // template, and does not count towards the limit.
+        let careful_now = self
+            .job
+            .templates
+            .iter()
+            .zip(&self.careful)
+            .filter(|(t, careful)| **careful && t.handles_in_place())
+            .count() as u32;
+        if self.restarts > MAX_RESTARTS + careful_now {
             let message = format!(
                 "shard {} failed {} times, last: {error}",
                 self.id, self.restarts
@@ -1441,7 +1562,7 @@ mod tests {
             tombstone_meta.ended_at = state.is_none().then_some(42);
             let stored = StoredInstanceRef {
                 meta: &tombstone_meta,
-                state: state.clone(),
+                state: state.as_deref(),
             };
             let mut bytes = Vec::new();
             codec::encode_into(&stored, &mut bytes).unwrap();
@@ -1454,7 +1575,7 @@ mod tests {
             let mut bytes = Vec::new();
             let stored = StoredInstanceRef {
                 meta: &meta,
-                state: Some(vec![1]),
+                state: Some(&[1]),
             };
             codec::encode_into(&stored, &mut bytes).unwrap();
             bytes.truncate(bytes.len() - 3);

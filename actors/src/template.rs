@@ -88,7 +88,8 @@ impl Subscription {
 
 /// A handler failure. `Retryable` failures (and panics) are retried against the instance's
 /// last good state up to the job's `max_retries`; then, like `Permanent` ones, the event is
-/// dead-lettered with this message and the instance carries on without it.
+/// dead-lettered with this message and the instance carries on without it. (For a template
+/// whose handlers run in place, see [`Template::handles_in_place`].)
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TemplateError {
     #[error("{0}")]
@@ -142,6 +143,16 @@ pub trait Template: Send + Sync + 'static {
     fn dedup_by_event_id(&self) -> bool {
         true
     }
+
+    /// Whether the runtime may call the handlers on the instance's state itself rather than on
+    /// a copy. That saves a clone of the state (and its timers) per event, but a failure
+    /// (error or panic) then leaves the state half changed: the runtime restarts the shard from
+    /// its last checkpoint, and from then on runs this template's handlers on copies, with
+    /// retries and dead letters as described at [`TemplateError`]. Return `true` only for
+    /// handlers that fail by bug, not on bad input (the built-in templates).
+    fn handles_in_place(&self) -> bool {
+        false
+    }
 }
 
 /// What a handler may do besides changing its state: emit records and manage its timers.
@@ -151,6 +162,8 @@ pub struct Context<'a> {
     watermark: Millis,
     pub(crate) outputs: &'a mut Vec<Record>,
     pub(crate) timers: &'a mut Vec<(String, Millis)>,
+    /// Each timer this call set or cancelled, once, with its time before the call.
+    pub(crate) timers_before: Vec<(String, Option<Millis>)>,
 }
 
 impl<'a> Context<'a> {
@@ -167,6 +180,7 @@ impl<'a> Context<'a> {
             watermark,
             outputs,
             timers,
+            timers_before: Vec::new(),
         }
     }
 
@@ -183,6 +197,7 @@ impl<'a> Context<'a> {
             watermark: crate::time::MIN_TIME,
             outputs,
             timers,
+            timers_before: Vec::new(),
         }
     }
 
@@ -214,6 +229,7 @@ impl<'a> Context<'a> {
 
     /// Sets (or moves) the timer `name` of this instance to fire at event time `at`.
     pub fn set_timer(&mut self, name: &str, at: Millis) {
+        self.note_change(name);
         match self.timers.iter_mut().find(|(n, _)| n == name) {
             Some(timer) => timer.1 = at,
             None => self.timers.push((name.to_owned(), at)),
@@ -221,7 +237,19 @@ impl<'a> Context<'a> {
     }
 
     pub fn cancel_timer(&mut self, name: &str) {
-        self.timers.retain(|(n, _)| n != name);
+        if self.timer(name).is_some() {
+            self.note_change(name);
+            self.timers.retain(|(n, _)| n != name);
+        }
+    }
+
+    /// Remembers a timer's time before this call changes it (the runtime moves only the
+    /// timers that changed in its timer index).
+    fn note_change(&mut self, name: &str) {
+        if !self.timers_before.iter().any(|(n, _)| n == name) {
+            let before = self.timer(name);
+            self.timers_before.push((name.to_owned(), before));
+        }
     }
 
     pub fn timer(&self, name: &str) -> Option<Millis> {
@@ -238,7 +266,8 @@ pub trait DynTemplate: Send + Sync {
     fn subscriptions(&self) -> Vec<Subscription>;
     fn new_state(&self) -> AnyState;
     fn decode_state(&self, bytes: &[u8]) -> Result<AnyState, CodecError>;
-    fn encode_state(&self, state: &AnyState) -> Vec<u8>;
+    /// Appends the encoded state to `out`.
+    fn encode_state(&self, state: &AnyState, out: &mut Vec<u8>);
     fn clone_state(&self, state: &AnyState) -> AnyState;
     fn on_event(
         &self,
@@ -256,6 +285,9 @@ pub trait DynTemplate: Send + Sync {
     fn describe(&self, state: &AnyState) -> serde_json::Value;
     fn dedup_by_event_id(&self) -> bool {
         true
+    }
+    fn handles_in_place(&self) -> bool {
+        false
     }
 }
 
@@ -281,8 +313,9 @@ impl<T: Template> DynTemplate for T {
     fn decode_state(&self, bytes: &[u8]) -> Result<AnyState, CodecError> {
         Ok(Box::new(codec::decode::<T::State>(bytes)?))
     }
-    fn encode_state(&self, state: &AnyState) -> Vec<u8> {
-        codec::encode(downcast::<T::State>(state))
+    fn encode_state(&self, state: &AnyState, out: &mut Vec<u8>) {
+        codec::encode_into(downcast::<T::State>(state), out)
+            .expect("encoding into memory cannot fail for serde-derived types")
     }
     fn clone_state(&self, state: &AnyState) -> AnyState {
         Box::new(downcast::<T::State>(state).clone())
@@ -311,5 +344,8 @@ impl<T: Template> DynTemplate for T {
     }
     fn dedup_by_event_id(&self) -> bool {
         Template::dedup_by_event_id(self)
+    }
+    fn handles_in_place(&self) -> bool {
+        Template::handles_in_place(self)
     }
 }

@@ -93,8 +93,11 @@ impl ShardStore {
         let live = log.live;
         let mut logged = Vec::with_capacity(live.len());
         for (id, record) in live {
-            txn.resident_timers
-                .extend(record.timer_keys(&id).map(ResidentTimer));
+            txn.resident_timers.extend(
+                record
+                    .timer_keys(&id)
+                    .map(|key| ResidentTimer::from_key(&key)),
+            );
             logged.push(LoggedInstance {
                 id: InstanceId::decode(&id)?,
                 record: record.record,
@@ -116,16 +119,21 @@ impl ShardStore {
     }
 }
 
-/// The encoded key of a timer kept in memory ([`TimerKey::encode`]). Ordered as its bytes are,
-/// but the first 8 (the time) compare as one integer: most comparisons are settled there
-/// without a call to `memcmp`, and `BTreeSet` makes a dozen per level of the tree to insert.
-#[derive(Debug, PartialEq, Eq)]
-struct ResidentTimer(Vec<u8>);
+/// The encoded key of a timer kept in memory ([`TimerKey::encode`]), split in two: its first
+/// 8 bytes (the time) as one integer, kept in the `BTreeSet`'s node, and the rest behind a
+/// pointer. Ordered as the whole key's bytes are: most comparisons are settled by the time,
+/// without following the pointer (`BTreeSet` makes a dozen per level of the tree).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ResidentTimer {
+    /// The key's first 8 bytes, big-endian: the sign-flipped time.
+    time: u64,
+    rest: Box<[u8]>,
+}
 
 impl ResidentTimer {
     /// The key of the timer `name` of instance `id`, due at `time`.
     fn of(id: &InstanceId, name: &str, time: i64) -> ResidentTimer {
-        ResidentTimer(TimerKey::encode_parts(
+        ResidentTimer::from_key(&TimerKey::encode_parts(
             time,
             id.template,
             id.key.as_bytes(),
@@ -133,32 +141,37 @@ impl ResidentTimer {
         ))
     }
 
-    fn time(&self) -> u64 {
-        let time: [u8; 8] = self.0[..8]
-            .try_into()
-            .expect("a timer key starts with its time");
-        u64::from_be_bytes(time)
+    fn from_key(key: &[u8]) -> ResidentTimer {
+        let (time, rest) = key.split_at(8);
+        ResidentTimer {
+            time: u64::from_be_bytes(time.try_into().expect("a timer key starts with its time")),
+            rest: rest.into(),
+        }
     }
-}
 
-impl Ord for ResidentTimer {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.time()
-            .cmp(&other.time())
-            .then_with(|| self.0[8..].cmp(&other.0[8..]))
+    /// Before every timer due at `time` (as [`TimerKey::time_prefix`] encodes it) or later.
+    fn first_at(time: [u8; 8]) -> ResidentTimer {
+        ResidentTimer {
+            time: u64::from_be_bytes(time),
+            rest: Box::default(),
+        }
     }
-}
 
-impl PartialOrd for ResidentTimer {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+    /// Compares with an encoded key as the key's bytes compare.
+    fn cmp_key(&self, key: &[u8]) -> Ordering {
+        let (time, rest) = key.split_at(8);
+        self.time
+            .to_be_bytes()
+            .as_slice()
+            .cmp(time)
+            .then_with(|| self.rest[..].cmp(rest))
     }
-}
 
-/// For range queries by encoded bounds: the order above is the bytes' order.
-impl std::borrow::Borrow<[u8]> for ResidentTimer {
-    fn borrow(&self) -> &[u8] {
-        &self.0
+    fn decode(&self) -> Result<TimerKey, StorageError> {
+        let mut key = Vec::with_capacity(8 + self.rest.len());
+        key.extend_from_slice(&self.time.to_be_bytes());
+        key.extend_from_slice(&self.rest);
+        TimerKey::decode(&key)
     }
 }
 
@@ -340,7 +353,8 @@ impl ShardTxn {
         for (name, time) in timers {
             let key = ResidentTimer::of(id, name, *time);
             self.resident_timers.remove(&key);
-            self.tables_mut().timers.insert(key.0.as_slice(), ())?;
+            let encoded = TimerKey::encode_parts(*time, id.template, id.key.as_bytes(), name);
+            self.tables_mut().timers.insert(encoded.as_slice(), ())?;
         }
         if logged {
             log::forget(&mut self.entry, &encoded);
@@ -359,9 +373,9 @@ impl ShardTxn {
         timers: &[(String, i64)],
     ) -> Result<(), StorageError> {
         for (name, time) in timers {
-            let key = ResidentTimer::of(id, name, *time);
-            self.tables_mut().timers.remove(key.0.as_slice())?;
-            self.resident_timers.insert(key);
+            let key = TimerKey::encode_parts(*time, id.template, id.key.as_bytes(), name);
+            self.tables_mut().timers.remove(key.as_slice())?;
+            self.resident_timers.insert(ResidentTimer::from_key(&key));
         }
         Ok(())
     }
@@ -387,15 +401,16 @@ impl ShardTxn {
 
     /// Sets a timer of a resident instance (kept in memory, logged with the instance).
     pub fn set_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
-        self.resident_timers.insert(ResidentTimer(timer.encode()));
+        self.resident_timers
+            .insert(ResidentTimer::from_key(&timer.encode()));
         Ok(())
     }
 
     /// Removes a timer: of a resident instance from memory, else from the timer table.
     pub fn remove_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
-        let key = ResidentTimer(timer.encode());
-        if !self.resident_timers.remove(&key) {
-            self.tables_mut().timers.remove(key.0.as_slice())?;
+        let key = timer.encode();
+        if !self.resident_timers.remove(&ResidentTimer::from_key(&key)) {
+            self.tables_mut().timers.remove(key.as_slice())?;
         }
         Ok(())
     }
@@ -407,13 +422,12 @@ impl ShardTxn {
         let (stored, resident) = match &end {
             Some(end) => (
                 table.range::<&[u8]>(..end.as_slice())?,
-                self.resident_timers
-                    .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(end.as_slice()))),
+                self.resident_timers.range((
+                    Bound::Unbounded,
+                    Bound::Excluded(ResidentTimer::first_at(*end)),
+                )),
             ),
-            None => (
-                table.range::<&[u8]>(..)?,
-                self.resident_timers.range::<[u8], _>(..),
-            ),
+            None => (table.range::<&[u8]>(..)?, self.resident_timers.range(..)),
         };
         // Both are sorted by key: merge them, a key in both once.
         let mut stored = stored.peekable();
@@ -424,7 +438,7 @@ impl ShardTxn {
                 (None, None) => break,
                 (Some(Err(_)), _) | (Some(_), None) => Ordering::Less, // an error: `?` below
                 (None, Some(_)) => Ordering::Greater,
-                (Some(Ok((key, _))), Some(set_key)) => key.value().cmp(&set_key.0),
+                (Some(Ok((key, _))), Some(set_key)) => set_key.cmp_key(key.value()).reverse(),
             };
             if order == Ordering::Equal {
                 resident.next();
@@ -433,7 +447,7 @@ impl ShardTxn {
                 let (key, _) = stored.next().expect("peeked")?;
                 TimerKey::decode(key.value())?
             } else {
-                TimerKey::decode(&resident.next().expect("peeked").0)?
+                resident.next().expect("peeked").decode()?
             };
             due.push(timer);
         }
@@ -675,7 +689,12 @@ mod tests {
             let a = TimerKey::encode_parts(a.0, a.1, a.2.as_bytes(), &a.3);
             let b = TimerKey::encode_parts(b_time, b.1, b.2.as_bytes(), &b.3);
             let expected = a.as_slice().cmp(b.as_slice());
-            prop_assert_eq!(ResidentTimer(a).cmp(&ResidentTimer(b)), expected);
+            let (ra, rb) = (ResidentTimer::from_key(&a), ResidentTimer::from_key(&b));
+            prop_assert_eq!(ra.cmp(&rb), expected);
+            prop_assert_eq!(ra.cmp_key(&b), expected);
+            prop_assert_eq!(ra.decode().unwrap(), TimerKey::decode(&a).unwrap());
+            let bound = ResidentTimer::first_at(TimerKey::time_prefix(b_time));
+            prop_assert_eq!(ra < bound, a.as_slice() < TimerKey::time_prefix(b_time).as_slice());
         }
     }
 }

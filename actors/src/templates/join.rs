@@ -141,6 +141,11 @@ impl JoinTemplate {
 impl Template for JoinTemplate {
     type State = JoinState;
 
+    /// Its handlers return no errors; a panic is a bug, and the runtime recovers from it.
+    fn handles_in_place(&self) -> bool {
+        true
+    }
+
     fn subscriptions(&self) -> Vec<Subscription> {
         [&self.spec.left, &self.spec.right]
             .into_iter()

@@ -771,6 +771,11 @@ impl PatternTemplate {
 impl Template for PatternTemplate {
     type State = PatternState;
 
+    /// Its handlers return no errors; a panic is a bug, and the runtime recovers from it.
+    fn handles_in_place(&self) -> bool {
+        true
+    }
+
     fn subscriptions(&self) -> Vec<Subscription> {
         let mut subscriptions: Vec<Subscription> = Vec::new();
         for p in &self.patterns {

@@ -344,6 +344,11 @@ impl SlaState {
 impl Template for ProcessTemplate {
     type State = ProcessState;
 
+    /// Its handlers return no errors; a panic is a bug, and the runtime recovers from it.
+    fn handles_in_place(&self) -> bool {
+        true
+    }
+
     fn subscriptions(&self) -> Vec<Subscription> {
         let mut types = vec![self.spec.start.clone()];
         types.extend(self.spec.cancel.iter().cloned());

@@ -43,6 +43,11 @@ impl UnionTemplate {
 impl Template for UnionTemplate {
     type State = UnionState;
 
+    /// Its handlers return no errors; a panic is a bug, and the runtime recovers from it.
+    fn handles_in_place(&self) -> bool {
+        true
+    }
+
     fn subscriptions(&self) -> Vec<Subscription> {
         self.spec
             .events

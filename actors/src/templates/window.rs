@@ -419,6 +419,11 @@ impl WindowTemplate {
 impl Template for WindowTemplate {
     type State = WindowState;
 
+    /// Its handlers return no errors; a panic is a bug, and the runtime recovers from it.
+    fn handles_in_place(&self) -> bool {
+        true
+    }
+
     fn subscriptions(&self) -> Vec<Subscription> {
         let parts: Vec<KeyPart> = if self.spec.group_by.is_empty() {
             vec![KeyPart::Constant("*".into())]
