@@ -3,12 +3,12 @@
 //! Every record has `id` (`job/shard/sequence`, stable across replays), `kind`, `name`, `key`
 //! and `event_time` (RFC 3339, the event time at which it became true), then its details.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use serde_json::Value;
 
 use crate::event::DeadLetter;
-use crate::time::{format_rfc3339, Millis};
+use crate::time::{Millis, Rfc3339};
 
 /// What a record is. Sinks can filter on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,36 +100,32 @@ impl Record {
         record.with("raw", letter.raw.clone())
     }
 
-    /// Renders the record as one JSON line (without the newline), `id` first.
+    /// Renders the record as one JSON line (without the newline), `id` first. Written
+    /// straight into one buffer: nothing else is allocated.
     pub fn to_json_line(&self, id: &RecordId) -> String {
-        let mut out = String::with_capacity(160);
+        let mut out = Vec::with_capacity(192);
         let _ = write!(out, "{{\"id\":\"{}/{}/{}\"", id.job, id.shard, id.seq);
-        out.push_str(",\"kind\":\"");
-        out.push_str(self.kind.name());
-        out.push_str("\",\"name\":");
-        push_json_str(&mut out, &self.name);
-        out.push_str(",\"key\":");
-        match &self.key {
-            Some(key) => push_json_str(&mut out, key),
-            None => out.push_str("null"),
-        }
-        out.push_str(",\"event_time\":");
+        out.extend_from_slice(b",\"kind\":\"");
+        out.extend_from_slice(self.kind.name().as_bytes());
+        out.extend_from_slice(b"\",\"name\":");
+        push_json(&mut out, self.name.as_str());
+        out.extend_from_slice(b",\"key\":");
+        push_json(&mut out, &self.key);
+        out.extend_from_slice(b",\"event_time\":");
         match self.event_time {
             Some(t) => {
-                out.push('"');
-                out.push_str(&format_rfc3339(t));
-                out.push('"');
+                let _ = write!(out, "\"{}\"", Rfc3339(t));
             }
-            None => out.push_str("null"),
+            None => out.extend_from_slice(b"null"),
         }
         for (field, value) in &self.details {
-            out.push(',');
-            push_json_str(&mut out, field);
-            out.push(':');
-            out.push_str(&value.to_string());
+            out.push(b',');
+            push_json(&mut out, field.as_str());
+            out.push(b':');
+            push_json(&mut out, value);
         }
-        out.push('}');
-        out
+        out.push(b'}');
+        String::from_utf8(out).expect("JSON is UTF-8")
     }
 }
 
@@ -157,8 +153,8 @@ impl RecordId<'_> {
     }
 }
 
-fn push_json_str(out: &mut String, text: &str) {
-    out.push_str(&Value::from(text).to_string());
+fn push_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    serde_json::to_writer(out, value).expect("a JSON value or text serializes into memory");
 }
 
 /// A string's JSON escaping without the surrounding quotes.

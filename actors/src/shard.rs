@@ -686,7 +686,7 @@ impl Shard {
             .map(|b| codec::decode(&b))
             .transpose()?
             .unwrap_or_default();
-        self.next_timer = txn.next_timer()?.map(|t| t.time);
+        self.next_timer = txn.next_timer()?;
         let marks: Vec<(String, Vec<u8>)> = meta("sink_marks")?
             .map(|b| codec::decode(&b))
             .transpose()?
@@ -1128,20 +1128,17 @@ impl Shard {
             return Ok(());
         }
         self.watermark = watermark;
-        if self.next_timer.is_none_or(|next| next > watermark) {
-            return Ok(());
-        }
-        loop {
+        // One scan per round: the due timers and the next one. Firing may set earlier timers
+        // (`set_timer` lowers `next_timer`), even due ones: then another round.
+        while self.next_timer.is_some_and(|next| next <= watermark) {
             let due = self.txn().due_timers(watermark, 256)?;
-            if due.is_empty() {
-                self.next_timer = self.txn().next_timer()?.map(|t| t.time);
-                return Ok(());
-            }
-            for timer in due {
+            self.next_timer = due.next;
+            for timer in due.timers {
                 self.txn().remove_timer(&timer)?;
                 self.fire(timer)?;
             }
         }
+        Ok(())
     }
 
     fn fire(&mut self, timer: TimerKey) -> Result<(), ShardError> {

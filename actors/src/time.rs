@@ -21,9 +21,33 @@ pub fn parse_rfc3339(text: &str) -> Option<Millis> {
 /// Formats milliseconds since the epoch as RFC 3339 UTC with millisecond precision:
 /// `2026-11-26T10:00:00.000Z`. This is the one canonical form of every time Vigil writes.
 pub fn format_rfc3339(millis: Millis) -> String {
-    match DateTime::<Utc>::from_timestamp_millis(millis) {
-        Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
-        None => format!("invalid-time({millis})"),
+    Rfc3339(millis).to_string()
+}
+
+/// [`format_rfc3339`] as a `Display`, to write a time into a buffer without a `String` of its
+/// own.
+pub struct Rfc3339(pub Millis);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use chrono::{Datelike, Timelike};
+        let Some(t) = DateTime::<Utc>::from_timestamp_millis(self.0) else {
+            return write!(f, "invalid-time({})", self.0);
+        };
+        if !(0..=9999).contains(&t.year()) {
+            return f.write_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true));
+        }
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.timestamp_subsec_millis()
+        )
     }
 }
 
@@ -101,6 +125,21 @@ mod tests {
         assert_eq!(format_rfc3339(t), "2026-11-26T09:00:00.000Z");
         assert_eq!(parse_rfc3339(&format_rfc3339(t + 7)), Some(t + 7));
         assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    proptest::proptest! {
+        /// The formatting written by hand is chrono's RFC 3339 form, for any time: years
+        /// 0..=9999 and beyond, before the epoch, every millisecond.
+        #[test]
+        fn rfc3339_is_chronos_form(millis in proptest::prop_oneof![
+            -62_167_219_200_000i64..253_402_300_800_000,
+            proptest::num::i64::ANY,
+        ]) {
+            let chrono = DateTime::<Utc>::from_timestamp_millis(millis)
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+                .unwrap_or_else(|| format!("invalid-time({millis})"));
+            proptest::prop_assert_eq!(format_rfc3339(millis), chrono);
+        }
     }
 
     #[test]

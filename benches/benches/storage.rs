@@ -223,7 +223,8 @@ fn bench_timers(c: &mut Criterion) {
             timed_in_rollbacks(&store, iters, |txn| {
                 let fired = txn
                     .due_timers(black_box(due), TIMER_BATCH as usize)
-                    .unwrap();
+                    .unwrap()
+                    .timers;
                 for timer in &fired {
                     txn.remove_timer(timer).unwrap();
                 }

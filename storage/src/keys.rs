@@ -66,6 +66,11 @@ impl TimerKey {
         ((time as u64) ^ (1 << 63)).to_be_bytes()
     }
 
+    /// The time of a key's first 8 bytes, read as one big-endian integer.
+    pub(crate) fn decode_time(prefix: u64) -> i64 {
+        (prefix ^ (1 << 63)) as i64
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         Self::encode_parts(self.time, self.template, self.key.as_bytes(), &self.name)
     }
@@ -86,7 +91,7 @@ impl TimerKey {
         if bytes.len() < 14 {
             return Err(corrupt());
         }
-        let time = (u64::from_be_bytes(bytes[0..8].try_into().unwrap()) ^ (1 << 63)) as i64;
+        let time = TimerKey::decode_time(u64::from_be_bytes(bytes[0..8].try_into().unwrap()));
         let template = u16::from_be_bytes([bytes[8], bytes[9]]);
         let key_len = u32::from_be_bytes(bytes[10..14].try_into().unwrap()) as usize;
         let rest = &bytes[14..];

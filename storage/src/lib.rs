@@ -22,7 +22,7 @@
 //! drop(txn);
 //! let (txn, logged) = store.begin().unwrap();
 //! assert_eq!(logged[0].record, b"state");
-//! assert_eq!(txn.due_timers(1_000, 10).unwrap().len(), 1);
+//! assert_eq!(txn.due_timers(1_000, 10).unwrap().timers.len(), 1);
 //! ```
 //!
 //! Values are encoded by [`codec`]: bincode 2 behind a format-version byte.
@@ -36,4 +36,4 @@ mod store;
 pub use codec::{CodecError, FORMAT_VERSION};
 pub use error::StorageError;
 pub use keys::{InstanceId, TimerKey};
-pub use store::{LoggedInstance, PinnedCheckpoint, ShardReader, ShardStore, ShardTxn};
+pub use store::{DueTimers, LoggedInstance, PinnedCheckpoint, ShardReader, ShardStore, ShardTxn};

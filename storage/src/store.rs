@@ -3,7 +3,6 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -149,14 +148,6 @@ impl ResidentTimer {
         }
     }
 
-    /// Before every timer due at `time` (as [`TimerKey::time_prefix`] encodes it) or later.
-    fn first_at(time: [u8; 8]) -> ResidentTimer {
-        ResidentTimer {
-            time: u64::from_be_bytes(time),
-            rest: Box::default(),
-        }
-    }
-
     /// Compares with an encoded key as the key's bytes compare.
     fn cmp_key(&self, key: &[u8]) -> Ordering {
         let (time, rest) = key.split_at(8);
@@ -173,6 +164,16 @@ impl ResidentTimer {
         key.extend_from_slice(&self.rest);
         TimerKey::decode(&key)
     }
+}
+
+/// What [`ShardTxn::due_timers`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DueTimers {
+    /// The due timers, earliest first.
+    pub timers: Vec<TimerKey>,
+    /// The time of the earliest timer not in `timers` (later than the watermark, or beyond the
+    /// limit), if any.
+    pub next: Option<i64>,
 }
 
 /// A committed checkpoint, pinned by [`ShardStore::last_checkpoint`].
@@ -415,31 +416,33 @@ impl ShardTxn {
         Ok(())
     }
 
-    /// Up to `limit` timers with `time <= upto`, earliest first (ties by template, key, name).
-    pub fn due_timers(&self, upto: i64, limit: usize) -> Result<Vec<TimerKey>, StorageError> {
-        let end = upto.checked_add(1).map(TimerKey::time_prefix);
-        let table = &self.tables().timers;
-        let (stored, resident) = match &end {
-            Some(end) => (
-                table.range::<&[u8]>(..end.as_slice())?,
-                self.resident_timers.range((
-                    Bound::Unbounded,
-                    Bound::Excluded(ResidentTimer::first_at(*end)),
-                )),
-            ),
-            None => (table.range::<&[u8]>(..)?, self.resident_timers.range(..)),
-        };
+    /// Up to `limit` timers with `time <= upto`, earliest first (ties by template, key, name),
+    /// and the time of the timer after them: what to scan for next, in the same pass.
+    pub fn due_timers(&self, upto: i64, limit: usize) -> Result<DueTimers, StorageError> {
+        let upto = u64::from_be_bytes(TimerKey::time_prefix(upto));
+        let time_of = |key: &[u8]| u64::from_be_bytes(key[..8].try_into().expect("a timer key"));
         // Both are sorted by key: merge them, a key in both once.
-        let mut stored = stored.peekable();
-        let mut resident = resident.peekable();
-        let mut due = Vec::new();
-        while due.len() < limit {
-            let order = match (stored.peek(), resident.peek()) {
+        let mut stored = self.tables().timers.range::<&[u8]>(..)?.peekable();
+        let mut resident = self.resident_timers.iter().peekable();
+        let mut due = DueTimers::default();
+        loop {
+            if let Some(Err(_)) = stored.peek() {
+                stored.next().expect("peeked")?;
+            }
+            let (order, time) = match (stored.peek(), resident.peek()) {
                 (None, None) => break,
-                (Some(Err(_)), _) | (Some(_), None) => Ordering::Less, // an error: `?` below
-                (None, Some(_)) => Ordering::Greater,
-                (Some(Ok((key, _))), Some(set_key)) => set_key.cmp_key(key.value()).reverse(),
+                (Some(Ok((key, _))), None) => (Ordering::Less, time_of(key.value())),
+                (None, Some(set_key)) => (Ordering::Greater, set_key.time),
+                (Some(Ok((key, _))), Some(set_key)) => {
+                    let order = set_key.cmp_key(key.value()).reverse();
+                    (order, time_of(key.value()).min(set_key.time))
+                }
+                (Some(Err(_)), _) => unreachable!("returned above"),
             };
+            if time > upto || due.timers.len() == limit {
+                due.next = Some(TimerKey::decode_time(time));
+                break;
+            }
             if order == Ordering::Equal {
                 resident.next();
             }
@@ -449,14 +452,15 @@ impl ShardTxn {
             } else {
                 resident.next().expect("peeked").decode()?
             };
-            due.push(timer);
+            due.timers.push(timer);
         }
         Ok(due)
     }
 
     /// The earliest timer, if any.
-    pub fn next_timer(&self) -> Result<Option<TimerKey>, StorageError> {
-        Ok(self.due_timers(i64::MAX, 1)?.pop())
+    pub fn next_timer(&self) -> Result<Option<i64>, StorageError> {
+        let due = self.due_timers(i64::MIN, 0)?;
+        Ok(due.next)
     }
 
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
@@ -693,8 +697,6 @@ mod tests {
             prop_assert_eq!(ra.cmp(&rb), expected);
             prop_assert_eq!(ra.cmp_key(&b), expected);
             prop_assert_eq!(ra.decode().unwrap(), TimerKey::decode(&a).unwrap());
-            let bound = ResidentTimer::first_at(TimerKey::time_prefix(b_time));
-            prop_assert_eq!(ra < bound, a.as_slice() < TimerKey::time_prefix(b_time).as_slice());
         }
     }
 }

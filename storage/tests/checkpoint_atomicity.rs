@@ -29,14 +29,17 @@ fn uncommitted_changes_roll_back_and_committed_ones_survive_reopen() {
         txn.remove_timer(&sla(50, "ORD-1")).unwrap();
         txn.log_instance(&order, b"v2", false, &[]).unwrap();
         txn.put_meta("position", &codec::encode(&20u64)).unwrap();
-        assert!(txn.due_timers(100, 10).unwrap().is_empty());
+        assert!(txn.due_timers(100, 10).unwrap().timers.is_empty());
         drop(txn); // a crash before the commit loses all of it together
     }
     let store = ShardStore::open(&path).unwrap();
     let (txn, logged) = store.begin().unwrap();
     assert_eq!(logged.len(), 1);
     assert_eq!((&logged[0].id, &logged[0].record[..]), (&order, &b"v1"[..]));
-    assert_eq!(txn.due_timers(100, 10).unwrap(), vec![sla(50, "ORD-1")]);
+    assert_eq!(
+        txn.due_timers(100, 10).unwrap().timers,
+        vec![sla(50, "ORD-1")]
+    );
     drop(txn);
     let read = store.read().unwrap();
     assert_eq!(read.instance(&order).unwrap().as_deref(), Some(&b"v1"[..]));
@@ -56,6 +59,7 @@ fn due_timers_come_in_time_order_up_to_the_watermark() {
     let due: Vec<_> = txn
         .due_timers(30, 100)
         .unwrap()
+        .timers
         .into_iter()
         .map(|t| (t.time, t.key))
         .collect();
@@ -68,9 +72,13 @@ fn due_timers_come_in_time_order_up_to_the_watermark() {
             (30, "c".into())
         ]
     );
-    assert_eq!(txn.due_timers(30, 2).unwrap().len(), 2);
-    assert_eq!(txn.next_timer().unwrap().unwrap().time, -5);
-    assert_eq!(txn.due_timers(i64::MAX, 100).unwrap().len(), 5);
+    // The next timer comes with them: after the watermark, or after the limit.
+    assert_eq!(txn.due_timers(30, 100).unwrap().next, Some(31));
+    let first_two = txn.due_timers(30, 2).unwrap();
+    assert_eq!((first_two.timers.len(), first_two.next), (2, Some(10)));
+    assert_eq!(txn.next_timer().unwrap(), Some(-5));
+    let all = txn.due_timers(i64::MAX, 100).unwrap();
+    assert_eq!((all.timers.len(), all.next), (5, None));
 }
 
 #[test]
@@ -90,9 +98,13 @@ fn timers_of_passivated_and_resident_instances_merge_in_time_order() {
     }
     txn.remove_timer(&sla(40, "d")).unwrap(); // resident, removed from memory
     txn.remove_timer(&sla(10, "a")).unwrap(); // passivated, removed from its table
-    assert_eq!(keys(txn.due_timers(50, 100).unwrap()), ["b", "c", "e"]);
-    assert_eq!(keys(txn.due_timers(50, 2).unwrap()), ["b", "c"]);
-    assert_eq!(txn.next_timer().unwrap(), Some(sla(20, "b")));
+    let due = txn.due_timers(50, 100).unwrap();
+    assert_eq!(due.next, Some(60));
+    assert_eq!(keys(due.timers), ["b", "c", "e"]);
+    let due = txn.due_timers(50, 2).unwrap();
+    assert_eq!(due.next, Some(50));
+    assert_eq!(keys(due.timers), ["b", "c"]);
+    assert_eq!(txn.next_timer().unwrap(), Some(20));
     txn.log_instance(&InstanceId::new(3, "b"), b"l", false, &timers(20))
         .unwrap();
     txn.log_instance(&InstanceId::new(3, "f"), b"l", false, &timers(60))
@@ -106,12 +118,12 @@ fn timers_of_passivated_and_resident_instances_merge_in_time_order() {
     assert_eq!(store.read().unwrap().timer_count().unwrap(), 4);
     // Rolled back: a timer set after the last commit is gone with the transaction.
     let (mut txn, _) = store.begin().unwrap();
-    assert_eq!(txn.next_timer().unwrap(), Some(sla(20, "b")));
+    assert_eq!(txn.next_timer().unwrap(), Some(20));
     txn.set_timer(&sla(5, "z")).unwrap();
-    assert_eq!(txn.next_timer().unwrap(), Some(sla(5, "z")));
+    assert_eq!(txn.next_timer().unwrap(), Some(5));
     drop(txn);
     let (txn, _) = store.begin().unwrap();
-    assert_eq!(txn.next_timer().unwrap(), Some(sla(20, "b")));
+    assert_eq!(txn.next_timer().unwrap(), Some(20));
 }
 
 #[test]
@@ -148,7 +160,10 @@ fn an_activated_instance_is_read_from_its_log_record_and_ends_everywhere() {
     drop(read);
     let (mut txn, logged) = store.begin().unwrap();
     assert!(logged[0].stored);
-    assert_eq!(txn.due_timers(100, 10).unwrap(), vec![sla(50, "ORD-1")]);
+    assert_eq!(
+        txn.due_timers(100, 10).unwrap().timers,
+        vec![sla(50, "ORD-1")]
+    );
 
     txn.remove_timer(&sla(50, "ORD-1")).unwrap();
     txn.remove_instance(&order, true, true).unwrap();
@@ -212,7 +227,7 @@ fn a_snapshot_holds_every_instance_passivated() {
         Some(&b"l1"[..])
     );
     assert_eq!(
-        txn.due_timers(100, 10).unwrap(),
+        txn.due_timers(100, 10).unwrap().timers,
         vec![sla(7, "p"), sla(9, "l")]
     );
     assert!(txn.meta("position").unwrap().is_some());
