@@ -22,7 +22,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, LazyLock};
 
-use cel::common::ast::{EntryExpr, Expr as Node, IdedExpr};
+use cel::common::ast::{operators, EntryExpr, Expr as Node, IdedExpr, LiteralValue};
 use cel::objects::Key;
 use cel::{Context, Env, Program, Value as CelValue};
 use serde_json::Value;
@@ -37,6 +37,111 @@ pub struct Expr {
     /// The free variables it refers to, in name order (not those bound by macros such as
     /// `list.all(x, ...)`).
     variables: Vec<String>,
+    /// Set if the expression is a [`Comparison`].
+    comparison: Option<Comparison>,
+}
+
+/// A condition `a < b` (or `<=`, `>`, `>=`), each side a number literal or a field of a
+/// variable (`event.amount`, `created.customer.total`), as [`Expr::comparison`] finds it.
+/// The caller can decide it from the two numbers alone ([`Comparison::decide`]), where CEL's
+/// interpreter needs each variable as a CEL value first: the usual pattern condition,
+/// `event.amount >= created.amount`, is then a lookup of two numbers.
+#[derive(Debug)]
+pub struct Comparison {
+    op: &'static str,
+    sides: [Side; 2],
+}
+
+#[derive(Debug)]
+enum Side {
+    Number(CelValue),
+    Field { variable: String, path: Vec<String> },
+}
+
+impl Comparison {
+    fn of(expr: &IdedExpr) -> Option<Comparison> {
+        let Node::Call(call) = &expr.expr else {
+            return None;
+        };
+        let op = [
+            operators::LESS,
+            operators::LESS_EQUALS,
+            operators::GREATER,
+            operators::GREATER_EQUALS,
+        ]
+        .into_iter()
+        .find(|op| *op == call.func_name)?;
+        let [a, b] = call.args.as_slice() else {
+            return None;
+        };
+        if call.target.is_some() {
+            return None;
+        }
+        Some(Comparison {
+            op,
+            sides: [Side::of(a)?, Side::of(b)?],
+        })
+    }
+
+    /// Decides the comparison with `field(variable, path)` giving the number at each field
+    /// side (`Int`, `UInt` or `Float`), by CEL's rules for comparing numbers. `None` if a side
+    /// is missing or not a number: evaluate the expression with [`Expr::eval_bool`] then,
+    /// for CEL's own answer (an error, for a missing field).
+    pub fn decide(
+        &self,
+        mut field: impl FnMut(&str, &[String]) -> Option<CelValue>,
+    ) -> Option<bool> {
+        let mut value = |side: &Side| match side {
+            Side::Number(n) => Some(n.clone()),
+            Side::Field { variable, path } => field(variable, path),
+        };
+        let (a, b) = (value(&self.sides[0])?, value(&self.sides[1])?);
+        let number =
+            |v: &CelValue| matches!(v, CelValue::Int(_) | CelValue::UInt(_) | CelValue::Float(_));
+        if !number(&a) || !number(&b) {
+            return None;
+        }
+        let order = a.partial_cmp(&b)?; // NaN: CEL's error
+        Some(match self.op {
+            operators::LESS => order.is_lt(),
+            operators::LESS_EQUALS => order.is_le(),
+            operators::GREATER => order.is_gt(),
+            _ => order.is_ge(),
+        })
+    }
+}
+
+impl Side {
+    fn of(expr: &IdedExpr) -> Option<Side> {
+        match &expr.expr {
+            Node::Literal(LiteralValue::Int(i)) => Some(Side::Number(CelValue::Int(*i.inner()))),
+            Node::Literal(LiteralValue::UInt(u)) => Some(Side::Number(CelValue::UInt(*u.inner()))),
+            Node::Literal(LiteralValue::Double(d)) => {
+                Some(Side::Number(CelValue::Float(*d.inner())))
+            }
+            Node::Select(_) => {
+                let mut path = Vec::new();
+                let mut node = expr;
+                loop {
+                    match &node.expr {
+                        Node::Select(select) if !select.test => {
+                            path.push(select.field.clone());
+                            node = &select.operand;
+                        }
+                        Node::Ident(variable) => {
+                            path.reverse();
+                            return Some(Side::Field {
+                                variable: variable.clone(),
+                                path,
+                            });
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Expr {
@@ -77,6 +182,7 @@ impl Expr {
         Ok(Expr {
             source: source.to_owned(),
             variables: variables.into_iter().collect(),
+            comparison: Comparison::of(program.expression()),
             program,
         })
     }
@@ -88,6 +194,11 @@ impl Expr {
     /// The variables the expression refers to, in name order.
     pub fn variables(&self) -> &[String] {
         &self.variables
+    }
+
+    /// The expression as a [`Comparison`] of two numbers, if it is one.
+    pub fn comparison(&self) -> Option<&Comparison> {
+        self.comparison.as_ref()
     }
 
     /// Whether the expression refers to the variable `name`.
@@ -371,6 +482,7 @@ fn offset_of(source: &str, line: isize, column: isize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn eval(source: &str, event: Value) -> Result<Value, ExprError> {
@@ -498,5 +610,99 @@ mod tests {
     fn json_round_trip() {
         let value = json!({"a": [1, 2.5, "x", null, true], "b": {"c": -3}});
         assert_eq!(to_json(&to_cel(&value)), value);
+    }
+
+    /// Numbers of every JSON kind, often equal across kinds (2, 2.0) and near 2^63, where
+    /// an int, a uint and a double of "the same" value compare differently.
+    fn number() -> impl Strategy<Value = Value> {
+        const EDGE: i64 = i64::MAX - 2;
+        prop_oneof![
+            1 => any::<i64>().prop_map(Value::from),
+            1 => any::<u64>().prop_map(Value::from),
+            1 => (-1e12f64..1e12).prop_map(Value::from),
+            3 => (-2i64..3).prop_map(Value::from),
+            3 => (-2i64..3).prop_map(|i| Value::from(i as f64)),
+            2 => (0u64..3).prop_map(|u| Value::from(u + u64::MAX / 2 - 1)),
+            2 => (0i64..3).prop_map(|i| Value::from(EDGE + i)),
+            1 => (0i64..3).prop_map(|i| Value::from((EDGE + i) as f64)),
+        ]
+    }
+
+    /// A literal CEL parses as a number: non-negative (`-1` is a call of unary minus).
+    fn literal() -> impl Strategy<Value = String> {
+        prop_oneof![
+            1 => (0i64..i64::MAX).prop_map(|i| i.to_string()),
+            1 => any::<u64>().prop_map(|u| format!("{u}u")),
+            1 => (0.0f64..1e9).prop_map(|f| format!("{f:.3}")),
+            3 => (0i64..3).prop_map(|i| i.to_string()),
+            3 => (0i64..3).prop_map(|i| format!("{i}.0")),
+            2 => (0u64..3).prop_map(|u| format!("{}u", u + u64::MAX / 2 - 1)),
+            2 => (0i64..3).prop_map(|i| (i64::MAX - 2 + i).to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+        /// A comparison decided from its two numbers gives what CEL gives, for ints, uints
+        /// and doubles on either side; it declines what is not two numbers.
+        #[test]
+        fn comparisons_decide_as_cel_does(
+            a in prop_oneof![number(), Just(json!("text")), Just(json!(null))],
+            b in number(),
+            op in prop::sample::select(vec!["<", "<=", ">", ">="]),
+            right in prop_oneof![literal().prop_map(Some), Just(None)],
+            a_missing in any::<bool>(),
+        ) {
+            let source = match &right {
+                Some(literal) => format!("event.a {op} {literal}"),
+                None => format!("event.a {op} created.x.b"),
+            };
+            let expr = Expr::compile(&source).unwrap();
+            let comparison = expr.comparison().expect("a comparison of two numbers");
+            let event = if a_missing { json!({"z": 1}) } else { json!({ "a": a }) };
+            let created = json!({"x": {"b": b}});
+            let mut vars = Vars::new();
+            vars.bind_json("event", &event);
+            vars.bind_json("created", &created);
+            let decided = comparison.decide(|variable, path| {
+                let root = match variable {
+                    "event" => &event,
+                    "created" => &created,
+                    _ => return None,
+                };
+                path.iter().try_fold(root, |v, k| v.get(k)).map(to_cel)
+            });
+            let cel = expr.eval_bool(&vars);
+            match decided {
+                Some(result) => prop_assert_eq!(Ok(result), cel),
+                None => prop_assert!(a_missing || !a.is_number(), "declined two numbers"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_number_comparisons_of_fields_and_literals_are_comparisons() {
+        for source in [
+            "event.amount >= created.amount",
+            "event.a.b < 3",
+            "2.5 > event.x",
+        ] {
+            assert!(
+                Expr::compile(source).unwrap().comparison().is_some(),
+                "{source}"
+            );
+        }
+        for source in [
+            "event.amount == 3",
+            "event.amount > 1 && event.amount < 5",
+            "size(event.tags) > 1",
+            "event['a'] > 1",
+            "has(event.a)",
+        ] {
+            assert!(
+                Expr::compile(source).unwrap().comparison().is_none(),
+                "{source}"
+            );
+        }
     }
 }

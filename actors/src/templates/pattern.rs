@@ -608,6 +608,13 @@ impl PatternTemplate {
         let Some(condition) = &p.steps[j].condition else {
             return true;
         };
+        if let Some(comparison) = condition.comparison() {
+            let number =
+                |variable: &str, path: &[String]| self.number(p, run, j, event, variable, path);
+            if let Some(holds) = comparison.decide(number) {
+                return holds;
+            }
+        }
         let mut vars = Vars::new();
         vars.bind("event", event.payload.project(&p.steps[j].event));
         for (k, reads) in &p.steps[j].refers {
@@ -625,6 +632,44 @@ impl PatternTemplate {
             vars.bind(&p.spec.steps[*k].name, value);
         }
         condition.eval_bool(&vars).unwrap_or(false)
+    }
+
+    /// The number at `path` in a variable of step `j`'s condition, as [`Self::fits`] binds
+    /// them: a step the condition refers to (its first match), or the event. `None` if it is
+    /// not there or not a number.
+    fn number(
+        &self,
+        p: &Compiled,
+        run: &Run,
+        j: usize,
+        event: &Event,
+        variable: &str,
+        path: &[String],
+    ) -> Option<CelValue> {
+        let referred = p.steps[j]
+            .refers
+            .iter()
+            .find(|(k, _)| p.spec.steps[*k].name == variable);
+        match referred {
+            Some((k, _)) if is_loop(&p.spec.steps[*k].occurs) => None,
+            Some((k, _)) => {
+                let taken = run.taken.iter().find(|t| t.step as usize == *k)?;
+                let kept = path
+                    .iter()
+                    .try_fold(taken.payload.as_ref()?, |v, name| v.field(name))?;
+                match kept {
+                    Kept::Int(_) | Kept::UInt(_) | Kept::Float(_) => Some(kept.to_cel()),
+                    _ => None,
+                }
+            }
+            None if variable == "event" => {
+                let value = path
+                    .iter()
+                    .try_fold(&event.payload, |v, name| v.get(name))?;
+                value.is_number().then(|| to_cel(value))
+            }
+            None => None,
+        }
     }
 
     /// Offers `event` to a run.
