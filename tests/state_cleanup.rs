@@ -185,3 +185,69 @@ fn a_new_event_for_an_ended_instance_starts_its_next_incarnation() {
         "{alerts}"
     );
 }
+
+#[test]
+fn passivated_tombstones_are_purged_without_being_read_back() {
+    // 40 orders cancelled; at most 8 instances in memory (1 per shard), so the checkpoint
+    // at the end of the first run passivates most tombstones to redb. The second run's event
+    // moves the watermark past their retention: each is deleted from redb by its purge timer,
+    // without being activated.
+    let work = Workdir::new();
+    std::fs::create_dir_all(work.data()).unwrap();
+    let mut lines = Vec::new();
+    for i in 0..40 {
+        let order = format!("ORD-{i:02}");
+        lines.push(created(&format!("c{i}"), &order, "2026-11-02T10:00:00Z"));
+        lines.push(line(
+            "ORDER_CANCELLED",
+            &format!("x{i}"),
+            &order,
+            "2026-11-02T10:30:00Z",
+            "",
+        ));
+    }
+    std::fs::write(
+        work.data().join("events-0000.jsonl"),
+        lines.join("\n") + "\n",
+    )
+    .unwrap();
+    let topology = common::example_with(&[(
+        "checkpoint_interval = \"1s\"",
+        "checkpoint_interval = \"1s\"\nmax_resident = 8",
+    )]);
+    let first = job::run(work.compile(&topology), RunOptions::default()).unwrap();
+    assert_eq!((first.live_instances, first.tombstones), (0, 40));
+    assert_eq!(stored_keys(&work).len(), 40, "every tombstone is in redb");
+
+    // A duplicate for the least recently used order reads its tombstone back (it was
+    // passivated); the others are only purged.
+    let second_lines = [
+        line(
+            "ORDER_CANCELLED",
+            "x0",
+            "ORD-00",
+            "2026-11-02T10:30:00Z",
+            "",
+        ),
+        created("late", "ORD-LATE", "2026-11-03T10:00:00Z"),
+    ];
+    std::fs::write(
+        work.data().join("events-0001.jsonl"),
+        second_lines.join("\n") + "\n",
+    )
+    .unwrap();
+    let second = job::run(work.compile(&topology), RunOptions::default()).unwrap();
+    assert_eq!((second.live_instances, second.tombstones), (1, 0));
+    assert_eq!(second.counts.duplicates, 1);
+    assert_eq!(stored_keys(&work), vec!["ORD-LATE".to_string()]);
+    assert_eq!(
+        second.counts.instances_loaded,
+        first.counts.instances_loaded + 1,
+        "only the duplicate's tombstone was read back, none to be purged"
+    );
+    assert!(
+        second.counts.timers_fired >= first.counts.timers_fired + 40,
+        "{:?}",
+        second.counts
+    );
+}

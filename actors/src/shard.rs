@@ -432,12 +432,13 @@ struct Instance {
     logged_len: u32,
     /// The checkpoint interval (`Shard::interval`) in which a batch last logged it.
     logged_in: u64,
-    last_used: Instant,
+    /// When it was last activated: `Shard::uses` then.
+    last_used: u64,
 }
 
 impl Instance {
     /// An instance not in the log; `dirty` if redb does not have it either (a new one).
-    fn new(meta: InstanceMeta, state: Option<AnyState>, dirty: bool, now: Instant) -> Instance {
+    fn new(meta: InstanceMeta, state: Option<AnyState>, dirty: bool) -> Instance {
         Instance {
             meta,
             state,
@@ -446,7 +447,7 @@ impl Instance {
             stored: false,
             logged_len: 0,
             logged_in: 0,
-            last_used: now,
+            last_used: 0,
         }
     }
 
@@ -602,9 +603,13 @@ pub struct Shard {
     commit_fault_fired: bool,
     /// The trace context of the event being handled, for the records it causes.
     traceparent: Option<Arc<str>>,
-    /// When the batch being processed arrived: the time instances count as last used (one
-    /// clock read per batch, not per event).
-    batch_started: Instant,
+    /// Activations so far: orders the instances by last use, for passivating the least
+    /// recently used.
+    uses: u64,
+    /// When each batch since `passivate_after` ago started, and `uses` then: an instance
+    /// last used before one of these is idle since at least its time. (One clock read per
+    /// batch, not per activation.)
+    batch_starts: std::collections::VecDeque<(Instant, u64)>,
     /// Per template: its handlers run on a copy of the state, with retries, because it does
     /// not handle in place or has failed in place (kept across restarts).
     careful: Vec<bool>,
@@ -635,7 +640,8 @@ impl Shard {
             faults_fired: 0,
             commit_fault_fired: false,
             traceparent: None,
-            batch_started: Instant::now(),
+            uses: 0,
+            batch_starts: std::collections::VecDeque::new(),
             careful: job
                 .templates
                 .iter()
@@ -653,7 +659,7 @@ impl Shard {
     /// it had in memory.
     fn recover(&mut self) -> Result<(), ShardError> {
         self.txn = None; // redb has one write transaction at a time: roll this one back first
-        self.batch_started = Instant::now();
+        self.batch_starts.push_back((Instant::now(), self.uses));
         if self.store.is_none() {
             let path = Self::path(&self.job.state_dir, self.id);
             self.created = !path.exists();
@@ -699,6 +705,8 @@ impl Shard {
             let mut instance = self.decode_instance(logged.id.template, &logged.record)?;
             instance.stored = logged.stored;
             instance.logged_len = logged_len(&logged.id, &logged.record);
+            self.uses += 1;
+            instance.last_used = self.uses;
             self.cache.insert(logged.id, instance);
         }
         self.changed = false;
@@ -711,7 +719,7 @@ impl Shard {
             .state
             .map(|s| self.job.templates[template as usize].decode_state(&s))
             .transpose()?;
-        Ok(Instance::new(stored.meta, state, false, self.batch_started))
+        Ok(Instance::new(stored.meta, state, false))
     }
 
     fn txn(&mut self) -> &mut ShardTxn {
@@ -762,7 +770,7 @@ impl Shard {
     }
 
     fn process_batch(&mut self, batch: &Batch) -> Result<(), ShardError> {
-        self.batch_started = Instant::now();
+        self.batch_starts.push_back((Instant::now(), self.uses));
         let done = self.position.as_ref().map_or(0, |p| p.seq);
         if batch.position.seq < done {
             return Ok(()); // replayed input this shard already has in its checkpoint
@@ -872,18 +880,14 @@ impl Shard {
                 None => {
                     self.counts.instances_started += 1;
                     let state = self.job.templates[id.template as usize].new_state();
-                    Instance::new(
-                        InstanceMeta::default(),
-                        Some(state),
-                        true,
-                        self.batch_started,
-                    )
+                    Instance::new(InstanceMeta::default(), Some(state), true)
                 }
             };
             self.cache.insert(id.clone(), instance);
         }
         let instance = self.cache.get_mut(id).expect("inserted above");
-        instance.last_used = self.batch_started;
+        self.uses += 1;
+        instance.last_used = self.uses;
         if !instance.touched {
             instance.touched = true;
             self.touched.push(id.clone());
@@ -1143,6 +1147,13 @@ impl Shard {
 
     fn fire(&mut self, timer: TimerKey) -> Result<(), ShardError> {
         let id = InstanceId::new(timer.template, timer.key.as_str());
+        if timer.name == PURGE_TIMER && !self.cache.contains_key(&id) {
+            // A passivated tombstone (only a tombstone has this timer, and the timer table
+            // has the timers of the record it passivated): delete it without reading it.
+            self.counts.timers_fired += 1;
+            self.txn().remove_instance(&id, false, true)?;
+            return Ok(());
+        }
         let instance = self.activate(&id)?;
         let Some(index) = instance
             .meta
@@ -1324,14 +1335,27 @@ impl Shard {
         self.interval += 1;
     }
 
-    /// Instances last used before this are passivated at the checkpoint: idle ones, and the
-    /// idlest beyond `max_resident`.
-    fn eviction_cutoff(&self) -> Option<Instant> {
-        let idle = Instant::now().checked_sub(self.job.passivate_after);
+    /// Instances last used before this (a `Shard::uses`) are passivated at the checkpoint:
+    /// idle ones, and the idlest beyond `max_resident`.
+    fn eviction_cutoff(&mut self) -> Option<u64> {
+        let mut idle = None;
+        if let Some(idle_since) = Instant::now().checked_sub(self.job.passivate_after) {
+            while let Some(&(started, uses)) = self.batch_starts.front() {
+                if started > idle_since {
+                    break;
+                }
+                idle = Some(uses);
+                if self.batch_starts.len() > 1 && self.batch_starts[1].0 <= idle_since {
+                    self.batch_starts.pop_front();
+                } else {
+                    break;
+                }
+            }
+        }
         let excess = self.cache.len().saturating_sub(self.job.max_resident);
         let by_count = if excess > 0 {
-            let mut ages: Vec<Instant> = self.cache.values().map(|i| i.last_used).collect();
-            Some(*ages.select_nth_unstable(excess).1)
+            let mut uses: Vec<u64> = self.cache.values().map(|i| i.last_used).collect();
+            Some(*uses.select_nth_unstable(excess).1)
         } else {
             None
         };
