@@ -251,3 +251,57 @@ fn passivated_tombstones_are_purged_without_being_read_back() {
         second.counts
     );
 }
+
+#[test]
+fn beyond_max_resident_tombstones_leave_memory_before_live_instances() {
+    // 80 orders, then 40 of them cancelled: the tombstones are the most recently used. With
+    // one instance in memory per shard, the checkpoint passivates tombstones first, so each
+    // shard keeps a live order, and a later event for it needs no read from redb.
+    let work = Workdir::new();
+    std::fs::create_dir_all(work.data()).unwrap();
+    let order = |i: usize| format!("ORD-{i:02}");
+    let mut lines: Vec<String> = (0..80)
+        .map(|i| created(&format!("c{i}"), &order(i), "2026-11-02T10:00:00Z"))
+        .collect();
+    for i in 40..80 {
+        lines.push(line(
+            "ORDER_CANCELLED",
+            &format!("x{i}"),
+            &order(i),
+            "2026-11-02T10:30:00Z",
+            "",
+        ));
+    }
+    std::fs::write(
+        work.data().join("events-0000.jsonl"),
+        lines.join("\n") + "\n",
+    )
+    .unwrap();
+    let topology = common::example_with(&[(
+        "checkpoint_interval = \"1s\"",
+        "checkpoint_interval = \"1s\"\nmax_resident = 8",
+    )]);
+    let first = job::run(work.compile(&topology), RunOptions::default()).unwrap();
+    assert_eq!((first.live_instances, first.tombstones), (40, 40));
+
+    let paid: Vec<String> = (0..40)
+        .map(|i| {
+            line(
+                "PAYMENT_AUTHORIZED",
+                &format!("p{i}"),
+                &order(i),
+                "2026-11-02T10:40:00Z",
+                r#","amount":1.0,"payment_method":"paypal""#,
+            )
+        })
+        .collect();
+    std::fs::write(
+        work.data().join("events-0001.jsonl"),
+        paid.join("\n") + "\n",
+    )
+    .unwrap();
+    let second = job::run(work.compile(&topology), RunOptions::default()).unwrap();
+    let read_back = second.counts.instances_loaded - first.counts.instances_loaded;
+    // The 40 open orders, less the one each of the 8 shards kept in memory.
+    assert_eq!(read_back, 40 - 8, "{:?}", second.counts);
+}

@@ -454,6 +454,15 @@ impl Instance {
     fn logged(&self) -> bool {
         self.logged_len > 0
     }
+
+    /// The order in which instances beyond `max_resident` are passivated, lowest first:
+    /// tombstones before live instances (a tombstone usually waits only for its purge timer,
+    /// which deletes it from redb without reading it back; a live instance is read back for
+    /// its next event), each by least recent use.
+    fn eviction_rank(&self) -> u64 {
+        let live = u64::from(self.state.is_some());
+        live << 63 | self.last_used
+    }
 }
 
 /// A checkpoint written and not yet committed (see [`Shard::prepare_checkpoint`]).
@@ -1239,8 +1248,11 @@ impl Shard {
         }
         let started = Instant::now();
         let mut txn = self.txn.take().expect("recovered");
-        let evict_before = self.eviction_cutoff();
-        let evict = |i: &Instance| evict_before.is_some_and(|cutoff| i.last_used < cutoff);
+        let (idle_before, rank_below) = self.eviction_cutoffs();
+        let evict = |i: &Instance| {
+            idle_before.is_some_and(|cutoff| i.last_used < cutoff)
+                || rank_below.is_some_and(|cutoff| i.eviction_rank() < cutoff)
+        };
         // The log has grown well past what is live in it: write every logged instance again
         // and drop the rest.
         let live: u64 = self.cache.values().map(|i| u64::from(i.logged_len)).sum();
@@ -1335,9 +1347,10 @@ impl Shard {
         self.interval += 1;
     }
 
-    /// Instances last used before this (a `Shard::uses`) are passivated at the checkpoint:
-    /// idle ones, and the idlest beyond `max_resident`.
-    fn eviction_cutoff(&mut self) -> Option<u64> {
+    /// Which instances a checkpoint passivates: those last used before the first cutoff (a
+    /// `Shard::uses`; idle for `passivate_after`), and beyond `max_resident` those of
+    /// [`Instance::eviction_rank`] below the second.
+    fn eviction_cutoffs(&mut self) -> (Option<u64>, Option<u64>) {
         let mut idle = None;
         if let Some(idle_since) = Instant::now().checked_sub(self.job.passivate_after) {
             while let Some(&(started, uses)) = self.batch_starts.front() {
@@ -1354,12 +1367,12 @@ impl Shard {
         }
         let excess = self.cache.len().saturating_sub(self.job.max_resident);
         let by_count = if excess > 0 {
-            let mut uses: Vec<u64> = self.cache.values().map(|i| i.last_used).collect();
-            Some(*uses.select_nth_unstable(excess).1)
+            let mut ranks: Vec<u64> = self.cache.values().map(Instance::eviction_rank).collect();
+            Some(*ranks.select_nth_unstable(excess).1)
         } else {
             None
         };
-        idle.max(by_count)
+        (idle, by_count)
     }
 
     /// Restarts the actor from its last checkpoint, or, past [`MAX_RESTARTS`], fails the job.
