@@ -28,8 +28,20 @@ fn config() -> bincode::config::Configuration {
 /// Encodes `value`, appending to `buf`.
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
     buf.push(FORMAT_VERSION);
-    bincode::serde::encode_into_std_write(value, buf, config())?;
+    bincode::serde::encode_into_writer(value, Appender(buf), config())?;
     Ok(())
+}
+
+/// bincode's writer for a `Vec`: appends, where `std::io::Write` goes through `write_all`
+/// and its byte count for every field.
+struct Appender<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for Appender<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// Encodes `value` into a fresh buffer.
