@@ -289,9 +289,10 @@ impl LineReader for StreamReader {
 }
 
 /// Standard input: lines arrive when they arrive, so a chunk is handed on at most `MAX_WAIT`
-/// after its first line arrived, not only when it is full. A steady stream that never pauses
-/// is then delayed by at most `MAX_WAIT` here (at 18 000 lines/s a full chunk takes 57 ms to
-/// fill), and a quiet stream never holds events back while the idle watermark moves on.
+/// after its first line arrived, or as soon as no line came for `QUIET`, not only when it is
+/// full. A steady stream that never pauses is then delayed by at most `MAX_WAIT` here (at
+/// 18 000 lines/s a full chunk takes 57 ms to fill), a burst only until it ends, and a quiet
+/// stream never holds events back while the idle watermark moves on.
 struct StdinReader {
     lines: std::sync::mpsc::Receiver<io::Result<String>>,
     cursor: Cursor,
@@ -299,6 +300,7 @@ struct StdinReader {
 
 impl StdinReader {
     const MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+    const QUIET: std::time::Duration = std::time::Duration::from_micros(200);
 
     fn start(cursor: Cursor) -> io::Result<StdinReader> {
         let (tx, rx) = sync_channel(CHUNK_LINES);
@@ -331,7 +333,9 @@ impl LineReader for StdinReader {
         lines.push(first);
         let deadline = std::time::Instant::now() + Self::MAX_WAIT;
         while lines.len() < CHUNK_LINES {
-            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            let wait = deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .min(Self::QUIET);
             match self.lines.recv_timeout(wait) {
                 Ok(line) => lines.push(line?),
                 Err(_) => break,
