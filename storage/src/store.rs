@@ -1,8 +1,9 @@
 //! The shard database: the instance log, the instance and timer tables of passivated
 //! instances, metadata, and one long-lived write transaction per checkpoint interval.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -242,6 +243,15 @@ pub struct ShardTxn {
     log_bytes: u64,
     /// Set by [`ShardTxn::restart_log`]: chunks before this one are deleted at the commit.
     log_starts_at: Option<u64>,
+    /// Rows of the instance and timer tables deleted in this interval: the commit deletes
+    /// them (off the worker thread for the periodic checkpoint, as it writes what is
+    /// passivated); until then the reads here skip them.
+    deleted_instances: HashSet<Vec<u8>>,
+    deleted_timers: HashSet<Vec<u8>>,
+    /// Every row of the timer table below this key is in `deleted_timers`: the due-timer
+    /// scan starts here instead of skipping them all again (fired timers pile up at the
+    /// front of the table until the commit deletes them).
+    timers_from: RefCell<Vec<u8>>,
 }
 
 /// The open tables of a [`ShardTxn`]. Their `'static` is a lie told to the borrow checker:
@@ -270,6 +280,9 @@ impl ShardTxn {
             next_seq: 0,
             log_bytes: 0,
             log_starts_at: None,
+            deleted_instances: HashSet::new(),
+            deleted_timers: HashSet::new(),
+            timers_from: RefCell::new(Vec::new()),
         };
         this.open_tables()?;
         Ok(this)
@@ -316,7 +329,11 @@ impl ShardTxn {
 
     /// The record of a passivated instance. (A logged instance is in the shard's memory.)
     pub fn instance(&self, id: &InstanceId) -> Result<Option<Vec<u8>>, StorageError> {
-        let value = self.tables().instances.get(id.encode().as_slice())?;
+        let encoded = id.encode();
+        if self.deleted_instances.contains(&encoded) {
+            return Ok(None);
+        }
+        let value = self.tables().instances.get(encoded.as_slice())?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
@@ -347,6 +364,7 @@ impl ShardTxn {
     ) -> Result<(), StorageError> {
         let encoded = id.encode();
         if let Some(record) = record {
+            self.deleted_instances.remove(&encoded);
             self.tables_mut()
                 .instances
                 .insert(encoded.as_slice(), record)?;
@@ -355,6 +373,11 @@ impl ShardTxn {
             let key = ResidentTimer::of(id, name, *time);
             self.resident_timers.remove(&key);
             let encoded = TimerKey::encode_parts(*time, id.template, id.key.as_bytes(), name);
+            self.deleted_timers.remove(&encoded);
+            let from = self.timers_from.get_mut();
+            if encoded < *from {
+                from.clone_from(&encoded);
+            }
             self.tables_mut().timers.insert(encoded.as_slice(), ())?;
         }
         if logged {
@@ -365,7 +388,7 @@ impl ShardTxn {
     }
 
     /// Moves the timers of an instance just activated from the instance table out of the
-    /// timer table into memory.
+    /// timer table (deleted there at the commit) into memory.
     /// The shard must log the instance at the next checkpoint: its timers are then in no
     /// table.
     pub fn activate_timers(
@@ -375,14 +398,15 @@ impl ShardTxn {
     ) -> Result<(), StorageError> {
         for (name, time) in timers {
             let key = TimerKey::encode_parts(*time, id.template, id.key.as_bytes(), name);
-            self.tables_mut().timers.remove(key.as_slice())?;
             self.resident_timers.insert(ResidentTimer::from_key(&key));
+            self.deleted_timers.insert(key);
         }
         Ok(())
     }
 
     /// Deletes an ended instance: from the log if `logged`, from the instance table if
-    /// `stored`. (Its timers are removed one by one with [`ShardTxn::remove_timer`].)
+    /// `stored` (at the commit). (Its timers are removed one by one with
+    /// [`ShardTxn::remove_timer`].)
     pub fn remove_instance(
         &mut self,
         id: &InstanceId,
@@ -390,12 +414,12 @@ impl ShardTxn {
         stored: bool,
     ) -> Result<(), StorageError> {
         let encoded = id.encode();
-        if stored {
-            self.tables_mut().instances.remove(encoded.as_slice())?;
-        }
         if logged {
             log::forget(&mut self.entry, &encoded);
             self.write_chunk_if_full()?;
+        }
+        if stored {
+            self.deleted_instances.insert(encoded);
         }
         Ok(())
     }
@@ -407,11 +431,12 @@ impl ShardTxn {
         Ok(())
     }
 
-    /// Removes a timer: of a resident instance from memory, else from the timer table.
+    /// Removes a timer: of a resident instance from memory, else from the timer table (at the
+    /// commit).
     pub fn remove_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
         let key = timer.encode();
         if !self.resident_timers.remove(&ResidentTimer::from_key(&key)) {
-            self.tables_mut().timers.remove(key.as_slice())?;
+            self.deleted_timers.insert(key);
         }
         Ok(())
     }
@@ -422,10 +447,33 @@ impl ShardTxn {
         let upto = u64::from_be_bytes(TimerKey::time_prefix(upto));
         let time_of = |key: &[u8]| u64::from_be_bytes(key[..8].try_into().expect("a timer key"));
         // Both are sorted by key: merge them, a key in both once.
-        let mut stored = self.tables().timers.range::<&[u8]>(..)?.peekable();
+        let mut from = self.timers_from.borrow_mut();
+        let mut stored = self
+            .tables()
+            .timers
+            .range::<&[u8]>(from.as_slice()..)?
+            .peekable();
         let mut resident = self.resident_timers.iter().peekable();
         let mut due = DueTimers::default();
+        let mut leading = true;
         loop {
+            // Rows deleted in this interval are not there any more.
+            while let Some(Ok((key, _))) = stored.peek() {
+                let deleted = self.deleted_timers.contains(key.value());
+                if leading {
+                    // The next scan starts at this row, or just after it if it is deleted.
+                    from.clear();
+                    from.extend_from_slice(key.value());
+                    if deleted {
+                        from.push(0);
+                    }
+                }
+                if !deleted {
+                    break;
+                }
+                stored.next();
+            }
+            leading = false;
             if let Some(Err(_)) = stored.peek() {
                 stored.next().expect("peeked")?;
             }
@@ -512,6 +560,13 @@ impl ShardTxn {
     /// Commits every change durably (fsync): this is the checkpoint. The transaction goes on
     /// with the next interval.
     pub fn commit(&mut self) -> Result<(), StorageError> {
+        for key in std::mem::take(&mut self.deleted_instances) {
+            self.tables_mut().instances.remove(key.as_slice())?;
+        }
+        for key in std::mem::take(&mut self.deleted_timers) {
+            self.tables_mut().timers.remove(key.as_slice())?;
+        }
+        self.timers_from.get_mut().clear();
         self.write_chunk()?;
         if let Some(start) = self.log_starts_at.take() {
             self.tables_mut().log.retain_in(..start, |_, _| false)?;

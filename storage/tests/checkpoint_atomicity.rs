@@ -232,3 +232,37 @@ fn a_snapshot_holds_every_instance_passivated() {
     );
     assert!(txn.meta("position").unwrap().is_some());
 }
+
+#[test]
+fn rows_deleted_in_an_interval_are_gone_at_once_and_deleted_at_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(&dir.path().join("s.redb")).unwrap();
+    let (a, b) = (InstanceId::new(3, "a"), InstanceId::new(3, "b"));
+    let (mut txn, _) = store.begin().unwrap();
+    txn.set_timer(&sla(10, "a")).unwrap();
+    txn.passivate(&a, Some(b"a1"), false, &timers(10)).unwrap();
+    txn.set_timer(&sla(20, "b")).unwrap();
+    txn.passivate(&b, Some(b"b1"), false, &timers(20)).unwrap();
+    txn.commit().unwrap();
+
+    // `a` is activated (its timer moves to memory), its timer fires, and it ends.
+    txn.activate_timers(&a, &timers(10)).unwrap();
+    txn.remove_timer(&sla(10, "a")).unwrap();
+    txn.remove_instance(&a, false, true).unwrap();
+    // `b`'s row is deleted and the key passivated again in the same interval.
+    txn.remove_timer(&sla(20, "b")).unwrap();
+    txn.remove_instance(&b, false, true).unwrap();
+    txn.passivate(&b, Some(b"b2"), false, &timers(30)).unwrap();
+    assert_eq!(txn.instance(&a).unwrap(), None);
+    assert_eq!(txn.instance(&b).unwrap().as_deref(), Some(&b"b2"[..]));
+    let due = txn.due_timers(100, 10).unwrap();
+    assert_eq!((due.timers, due.next), (vec![sla(30, "b")], None));
+    // Before the commit, the last checkpoint still has them.
+    assert_eq!(store.read().unwrap().instance_count().unwrap(), 2);
+    txn.commit().unwrap();
+    drop(txn);
+
+    let read = store.read().unwrap();
+    assert_eq!(read.instances().unwrap(), vec![(b.clone(), b"b2".to_vec())]);
+    assert_eq!(read.timers().unwrap(), vec![sla(30, "b")]);
+}
