@@ -24,6 +24,25 @@ fn created(id: &str, order: &str, time: &str) -> String {
     )
 }
 
+fn cancelled(id: &str, order: &str, time: &str) -> String {
+    line("ORDER_CANCELLED", id, order, time, "")
+}
+
+/// Writes the input file `events-NNNN.jsonl`.
+fn write_events(work: &Workdir, file: u32, lines: &[String]) {
+    std::fs::create_dir_all(work.data()).unwrap();
+    let path = work.data().join(format!("events-{file:04}.jsonl"));
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// The example topology keeping at most 8 instances in memory: one per shard.
+fn one_instance_per_shard() -> String {
+    common::example_with(&[(
+        "checkpoint_interval = \"1s\"",
+        "checkpoint_interval = \"1s\"\nmax_resident = 8",
+    )])
+}
+
 fn stored_keys(work: &Workdir) -> Vec<String> {
     let mut keys = Vec::new();
     for shard in 0..8 {
@@ -45,19 +64,12 @@ fn stored_keys(work: &Workdir) -> Vec<String> {
 #[test]
 fn ended_instances_are_deleted_and_their_tombstones_purged() {
     let work = Workdir::new();
-    std::fs::create_dir_all(work.data()).unwrap();
     let parcel = r#","parcel_id":"P1","carrier":"dhl""#;
     let lines = [
         created("a1", "ORD-DONE", "2026-11-02T10:00:00Z"),
         created("b1", "ORD-CANCELLED", "2026-11-02T10:01:00Z"),
         created("c1", "ORD-OPEN", "2026-11-02T10:02:00Z"),
-        line(
-            "ORDER_CANCELLED",
-            "b2",
-            "ORD-CANCELLED",
-            "2026-11-02T11:00:00Z",
-            "",
-        ),
+        cancelled("b2", "ORD-CANCELLED", "2026-11-02T11:00:00Z"),
         line(
             "PARCEL_SHIPPED",
             "a2",
@@ -89,11 +101,7 @@ fn ended_instances_are_deleted_and_their_tombstones_purged() {
             parcel,
         ),
     ];
-    std::fs::write(
-        work.data().join("events-0000.jsonl"),
-        lines.join("\n") + "\n",
-    )
-    .unwrap();
+    write_events(&work, 0, &lines);
     let summary = job::run(work.compile(EXAMPLE), RunOptions::default()).unwrap();
 
     assert_eq!(summary.counts.instances_started, 3);
@@ -120,23 +128,12 @@ fn ended_instances_are_deleted_and_their_tombstones_purged() {
 #[test]
 fn tombstones_stay_until_the_watermark_passes_their_retention() {
     let work = Workdir::new();
-    std::fs::create_dir_all(work.data()).unwrap();
     let lines = [
         created("b1", "ORD-CANCELLED", "2026-11-02T10:00:00Z"),
-        line(
-            "ORDER_CANCELLED",
-            "b2",
-            "ORD-CANCELLED",
-            "2026-11-02T10:30:00Z",
-            "",
-        ),
+        cancelled("b2", "ORD-CANCELLED", "2026-11-02T10:30:00Z"),
         created("c1", "ORD-OPEN", "2026-11-02T11:00:00Z"),
     ];
-    std::fs::write(
-        work.data().join("events-0000.jsonl"),
-        lines.join("\n") + "\n",
-    )
-    .unwrap();
+    write_events(&work, 0, &lines);
     let summary = job::run(work.compile(EXAMPLE), RunOptions::default()).unwrap();
     assert_eq!((summary.live_instances, summary.tombstones), (1, 1));
     assert_eq!(
@@ -148,33 +145,16 @@ fn tombstones_stay_until_the_watermark_passes_their_retention() {
 #[test]
 fn a_new_event_for_an_ended_instance_starts_its_next_incarnation() {
     let work = Workdir::new();
-    std::fs::create_dir_all(work.data()).unwrap();
     let lines = [
         created("b1", "ORD-AGAIN", "2026-11-02T10:00:00Z"),
-        line(
-            "ORDER_CANCELLED",
-            "b2",
-            "ORD-AGAIN",
-            "2026-11-02T10:30:00Z",
-            "",
-        ),
+        cancelled("b2", "ORD-AGAIN", "2026-11-02T10:30:00Z"),
         // A duplicate of the cancellation: ignored.
-        line(
-            "ORDER_CANCELLED",
-            "b2",
-            "ORD-AGAIN",
-            "2026-11-02T10:30:00Z",
-            "",
-        ),
+        cancelled("b2", "ORD-AGAIN", "2026-11-02T10:30:00Z"),
         // The order number is used again: a new incarnation with its own SLA.
         created("b3", "ORD-AGAIN", "2026-11-02T11:00:00Z"),
         created("c1", "ORD-LATER", "2026-11-03T12:00:00Z"),
     ];
-    std::fs::write(
-        work.data().join("events-0000.jsonl"),
-        lines.join("\n") + "\n",
-    )
-    .unwrap();
+    write_events(&work, 0, &lines);
     let summary = job::run(work.compile(EXAMPLE), RunOptions::default()).unwrap();
     assert_eq!(summary.counts.duplicates, 1);
     assert_eq!(summary.counts.instances_started, 3, "{:?}", summary.counts);
@@ -193,28 +173,14 @@ fn passivated_tombstones_are_purged_without_being_read_back() {
     // moves the watermark past their retention: each is deleted from redb by its purge timer,
     // without being activated.
     let work = Workdir::new();
-    std::fs::create_dir_all(work.data()).unwrap();
     let mut lines = Vec::new();
     for i in 0..40 {
         let order = format!("ORD-{i:02}");
         lines.push(created(&format!("c{i}"), &order, "2026-11-02T10:00:00Z"));
-        lines.push(line(
-            "ORDER_CANCELLED",
-            &format!("x{i}"),
-            &order,
-            "2026-11-02T10:30:00Z",
-            "",
-        ));
+        lines.push(cancelled(&format!("x{i}"), &order, "2026-11-02T10:30:00Z"));
     }
-    std::fs::write(
-        work.data().join("events-0000.jsonl"),
-        lines.join("\n") + "\n",
-    )
-    .unwrap();
-    let topology = common::example_with(&[(
-        "checkpoint_interval = \"1s\"",
-        "checkpoint_interval = \"1s\"\nmax_resident = 8",
-    )]);
+    write_events(&work, 0, &lines);
+    let topology = one_instance_per_shard();
     let first = job::run(work.compile(&topology), RunOptions::default()).unwrap();
     assert_eq!((first.live_instances, first.tombstones), (0, 40));
     assert_eq!(stored_keys(&work).len(), 40, "every tombstone is in redb");
@@ -222,20 +188,10 @@ fn passivated_tombstones_are_purged_without_being_read_back() {
     // A duplicate for the least recently used order reads its tombstone back (it was
     // passivated); the others are only purged.
     let second_lines = [
-        line(
-            "ORDER_CANCELLED",
-            "x0",
-            "ORD-00",
-            "2026-11-02T10:30:00Z",
-            "",
-        ),
+        cancelled("x0", "ORD-00", "2026-11-02T10:30:00Z"),
         created("late", "ORD-LATE", "2026-11-03T10:00:00Z"),
     ];
-    std::fs::write(
-        work.data().join("events-0001.jsonl"),
-        second_lines.join("\n") + "\n",
-    )
-    .unwrap();
+    write_events(&work, 1, &second_lines);
     let second = job::run(work.compile(&topology), RunOptions::default()).unwrap();
     assert_eq!((second.live_instances, second.tombstones), (1, 0));
     assert_eq!(second.counts.duplicates, 1);
@@ -258,29 +214,19 @@ fn beyond_max_resident_tombstones_leave_memory_before_live_instances() {
     // one instance in memory per shard, the checkpoint passivates tombstones first, so each
     // shard keeps a live order, and a later event for it needs no read from redb.
     let work = Workdir::new();
-    std::fs::create_dir_all(work.data()).unwrap();
     let order = |i: usize| format!("ORD-{i:02}");
     let mut lines: Vec<String> = (0..80)
         .map(|i| created(&format!("c{i}"), &order(i), "2026-11-02T10:00:00Z"))
         .collect();
     for i in 40..80 {
-        lines.push(line(
-            "ORDER_CANCELLED",
+        lines.push(cancelled(
             &format!("x{i}"),
             &order(i),
             "2026-11-02T10:30:00Z",
-            "",
         ));
     }
-    std::fs::write(
-        work.data().join("events-0000.jsonl"),
-        lines.join("\n") + "\n",
-    )
-    .unwrap();
-    let topology = common::example_with(&[(
-        "checkpoint_interval = \"1s\"",
-        "checkpoint_interval = \"1s\"\nmax_resident = 8",
-    )]);
+    write_events(&work, 0, &lines);
+    let topology = one_instance_per_shard();
     let first = job::run(work.compile(&topology), RunOptions::default()).unwrap();
     assert_eq!((first.live_instances, first.tombstones), (40, 40));
 
@@ -295,11 +241,7 @@ fn beyond_max_resident_tombstones_leave_memory_before_live_instances() {
             )
         })
         .collect();
-    std::fs::write(
-        work.data().join("events-0001.jsonl"),
-        paid.join("\n") + "\n",
-    )
-    .unwrap();
+    write_events(&work, 1, &paid);
     let second = job::run(work.compile(&topology), RunOptions::default()).unwrap();
     let read_back = second.counts.instances_loaded - first.counts.instances_loaded;
     // The 40 open orders, less the one each of the 8 shards kept in memory.
