@@ -668,7 +668,7 @@ impl Shard {
     /// it had in memory.
     fn recover(&mut self) -> Result<(), ShardError> {
         self.txn = None; // redb has one write transaction at a time: roll this one back first
-        self.batch_starts.push_back((Instant::now(), self.uses));
+        self.note_batch_start();
         if self.store.is_none() {
             let path = Self::path(&self.job.state_dir, self.id);
             self.created = !path.exists();
@@ -779,7 +779,7 @@ impl Shard {
     }
 
     fn process_batch(&mut self, batch: &Batch) -> Result<(), ShardError> {
-        self.batch_starts.push_back((Instant::now(), self.uses));
+        self.note_batch_start();
         let done = self.position.as_ref().map_or(0, |p| p.seq);
         if batch.position.seq < done {
             return Ok(()); // replayed input this shard already has in its checkpoint
@@ -1347,24 +1347,30 @@ impl Shard {
         self.interval += 1;
     }
 
+    /// Notes the start of a batch, or of a recovery: `Shard::uses` now.
+    fn note_batch_start(&mut self) {
+        self.batch_starts.push_back((Instant::now(), self.uses));
+        self.drop_old_batch_starts();
+    }
+
+    /// Keeps of `batch_starts` only the latest start at least `passivate_after` ago and the
+    /// later ones; returns that moment (`None` if the process is younger).
+    fn drop_old_batch_starts(&mut self) -> Option<Instant> {
+        let idle_since = Instant::now().checked_sub(self.job.passivate_after)?;
+        while self.batch_starts.len() > 1 && self.batch_starts[1].0 <= idle_since {
+            self.batch_starts.pop_front();
+        }
+        Some(idle_since)
+    }
+
     /// Which instances a checkpoint passivates: those last used before the first cutoff (a
     /// `Shard::uses`; idle for `passivate_after`), and beyond `max_resident` those of
     /// [`Instance::eviction_rank`] below the second.
     fn eviction_cutoffs(&mut self) -> (Option<u64>, Option<u64>) {
-        let mut idle = None;
-        if let Some(idle_since) = Instant::now().checked_sub(self.job.passivate_after) {
-            while let Some(&(started, uses)) = self.batch_starts.front() {
-                if started > idle_since {
-                    break;
-                }
-                idle = Some(uses);
-                if self.batch_starts.len() > 1 && self.batch_starts[1].0 <= idle_since {
-                    self.batch_starts.pop_front();
-                } else {
-                    break;
-                }
-            }
-        }
+        let idle = self
+            .drop_old_batch_starts()
+            .and_then(|idle_since| self.batch_starts.front().filter(|s| s.0 <= idle_since))
+            .map(|&(_, uses)| uses);
         let excess = self.cache.len().saturating_sub(self.job.max_resident);
         let by_count = if excess > 0 {
             let mut ranks: Vec<u64> = self.cache.values().map(Instance::eviction_rank).collect();
