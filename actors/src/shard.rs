@@ -538,6 +538,32 @@ struct HandlerFailure {
 }
 
 impl HandlerCall<'_> {
+    /// Calls the handler on copies of `state` and `timers`, up to `1 + max_retries` times
+    /// while it fails with a retryable failure; keeps the copies of the call that succeeds.
+    /// Otherwise returns the last failure's message, leaving both as they were.
+    fn attempt_on_copies(
+        &self,
+        state: &mut AnyState,
+        timers: &mut Vec<(String, Millis)>,
+        max_retries: u32,
+    ) -> Result<Handled, String> {
+        let mut failure = String::new();
+        for _attempt in 0..=max_retries {
+            let mut attempt_timers = timers.clone();
+            let mut attempt_state = self.template.clone_state(state);
+            match self.attempt(&mut attempt_state, &mut attempt_timers) {
+                Ok(handled) => {
+                    *state = attempt_state;
+                    *timers = attempt_timers;
+                    return Ok(handled);
+                }
+                Err(f) if f.retryable => failure = f.message,
+                Err(f) => return Err(f.message),
+            }
+        }
+        Err(failure)
+    }
+
     /// Calls the handler on `state` and `timers`, catching a panic. On failure they may be
     /// half changed.
     fn attempt(
@@ -1008,49 +1034,10 @@ impl Shard {
                 }
             }
         } else {
-            let mut failure = String::new();
-            let mut outcome = None;
-            for _attempt in 0..=job.max_retries {
-                let mut timers = instance.meta.timers.clone();
-                let mut attempt_state = template.clone_state(state);
-                match call.attempt(&mut attempt_state, &mut timers) {
-                    Ok(handled) => {
-                        *state = attempt_state;
-                        instance.meta.timers = timers;
-                        outcome = Some(handled);
-                        break;
-                    }
-                    Err(f) => {
-                        failure = f.message;
-                        if !f.retryable {
-                            break;
-                        }
-                    }
-                }
-            }
-            match outcome {
-                Some(handled) => handled,
-                None => {
-                    warn!(shard = self.id, key = %id.key, "{failure}; gave up after {} attempts", job.max_retries + 1);
-                    self.counts.handler_failures += 1;
-                    let (what, event_time, raw) = match trigger {
-                        Trigger::Event(event) => ("event", event.time, event.payload.to_string()),
-                        Trigger::Timer(name, at) => ("timer", at, name.to_owned()),
-                    };
-                    let letter = DeadLetter {
-                        reason: Reason::HandlerFailed,
-                        detail: format!(
-                            "{what} failed in process `{}`: {failure}",
-                            job.process_names[id.template as usize]
-                        ),
-                        key: Some(id.key.clone()),
-                        time: Some(event_time),
-                        raw,
-                        source: job.process_names[id.template as usize].clone(),
-                        file: None,
-                        line: None,
-                    };
-                    self.emit(None, Record::dead_letter(&letter))?;
+            match call.attempt_on_copies(state, &mut instance.meta.timers, job.max_retries) {
+                Ok(handled) => handled,
+                Err(failure) => {
+                    self.give_up(id, trigger, &failure)?;
                     return Ok(false);
                 }
             }
@@ -1087,6 +1074,34 @@ impl Shard {
             self.end_instance(id, time)?;
         }
         Ok(true)
+    }
+
+    /// A careful handler failed on every attempt: the instance stays as it was, and the
+    /// event is dead-lettered (or the timer dropped) with the reason.
+    fn give_up(
+        &mut self,
+        id: &InstanceId,
+        trigger: Trigger<'_>,
+        failure: &str,
+    ) -> Result<(), ShardError> {
+        let process = &self.job.process_names[id.template as usize];
+        warn!(shard = self.id, key = %id.key, "{failure}; gave up after {} attempts", self.job.max_retries + 1);
+        self.counts.handler_failures += 1;
+        let (what, event_time, raw) = match trigger {
+            Trigger::Event(event) => ("event", event.time, event.payload.to_string()),
+            Trigger::Timer(name, at) => ("timer", at, name.to_owned()),
+        };
+        let letter = DeadLetter {
+            reason: Reason::HandlerFailed,
+            detail: format!("{what} failed in process `{process}`: {failure}"),
+            key: Some(id.key.clone()),
+            time: Some(event_time),
+            raw,
+            source: process.clone(),
+            file: None,
+            line: None,
+        };
+        self.emit(None, Record::dead_letter(&letter))
     }
 
     /// Deletes an ended instance's state and timers; a tombstone remembers its event ids

@@ -131,16 +131,6 @@ struct ResidentTimer {
 }
 
 impl ResidentTimer {
-    /// The key of the timer `name` of instance `id`, due at `time`.
-    fn of(id: &InstanceId, name: &str, time: i64) -> ResidentTimer {
-        ResidentTimer::from_key(&TimerKey::encode_parts(
-            time,
-            id.template,
-            id.key.as_bytes(),
-            name,
-        ))
-    }
-
     fn from_key(key: &[u8]) -> ResidentTimer {
         let (time, rest) = key.split_at(8);
         ResidentTimer {
@@ -370,9 +360,9 @@ impl ShardTxn {
                 .insert(encoded.as_slice(), record)?;
         }
         for (name, time) in timers {
-            let key = ResidentTimer::of(id, name, *time);
-            self.resident_timers.remove(&key);
             let encoded = TimerKey::encode_parts(*time, id.template, id.key.as_bytes(), name);
+            self.resident_timers
+                .remove(&ResidentTimer::from_key(&encoded));
             self.deleted_timers.remove(&encoded);
             let from = self.timers_from.get_mut();
             if encoded < *from {
