@@ -316,13 +316,11 @@ impl Enricher {
         if rules.is_empty() {
             return Ok(());
         }
-        let Value::Object(payload) = &mut event.payload else {
-            return Ok(());
-        };
+        let payload = &mut event.payload;
         let mut fields: Arc<HashMap<Key, CelValue>> = Arc::new(
             payload
                 .iter()
-                .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
+                .map(|(k, v)| (Key::String(Arc::new(k.to_owned())), to_cel(&v.to_value())))
                 .collect(),
         );
         let mut vars = self.base.clone();
@@ -339,7 +337,7 @@ impl Enricher {
             // Release the binding so that the map is updated in place, not copied.
             vars.bind("event", CelValue::Null);
             Arc::make_mut(&mut fields).insert(Key::String(Arc::new(name.clone())), to_cel(&value));
-            payload.insert(name.clone(), value);
+            payload.set(name.clone(), value);
         }
         Ok(())
     }
@@ -511,9 +509,10 @@ mod tests {
             r#"{"type":"ORDER","order":"O-1","at":0,"brand":"acme","amount":100.0}"#,
         )
         .unwrap();
-        assert_eq!(event.payload["segment"], json!("premium"));
-        assert_eq!(event.payload["profit"], json!(25.0));
-        assert_eq!(event.payload["big"], json!(true));
+        let payload = event.payload.to_value();
+        assert_eq!(payload["segment"], json!("premium"));
+        assert_eq!(payload["profit"], json!(25.0));
+        assert_eq!(payload["big"], json!(true));
     }
 
     #[test]

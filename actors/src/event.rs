@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::payload::{Field, Payload};
 use crate::spec::{EventTypeSpec, FieldPath, FieldType};
 use crate::time::{parse_rfc3339, Millis};
 
@@ -23,13 +24,13 @@ pub struct Event {
     pub time: Millis,
     pub id: Option<Box<str>>,
     /// The whole JSON object.
-    pub payload: Value,
+    pub payload: Payload,
 }
 
 impl Event {
     /// A field of the payload by dotted path.
-    pub fn field(&self, path: &FieldPath) -> Option<&Value> {
-        path.lookup(&self.payload)
+    pub fn field(&self, path: &FieldPath) -> Option<Field<'_>> {
+        self.payload.lookup(path)
     }
 }
 
@@ -127,26 +128,26 @@ impl Decoder {
             key: None,
             time: None,
         };
-        let payload: Value = match serde_json::from_str(line) {
-            Ok(value @ Value::Object(_)) => value,
-            Ok(other) => {
-                let what = json_type_name(&other);
-                return Err(reject(
+        let Some(payload) = Payload::parse(line) else {
+            return Err(match serde_json::from_str::<Value>(line) {
+                Ok(other) => reject(
                     Reason::MalformedJson,
-                    format!("expected a JSON object, got {what}"),
-                ));
-            }
-            Err(e) => return Err(reject(Reason::MalformedJson, format!("invalid JSON: {e}"))),
+                    format!("expected a JSON object, got {}", json_type_name(&other)),
+                ),
+                Err(e) => reject(Reason::MalformedJson, format!("invalid JSON: {e}")),
+            });
         };
         let type_name = match payload.get(type_field) {
-            Some(Value::String(t)) => t.as_str(),
-            Some(other) => {
-                let what = json_type_name(other);
-                return Err(reject(
-                    Reason::MissingType,
-                    format!("field `{type_field}` must be a string, got {what}"),
-                ));
-            }
+            Some(field) => match field.as_str() {
+                Some(name) => name,
+                None => {
+                    let what = field.type_name();
+                    return Err(reject(
+                        Reason::MissingType,
+                        format!("field `{type_field}` must be a string, got {what}"),
+                    ));
+                }
+            },
             None => {
                 return Err(reject(
                     Reason::MissingType,
@@ -154,32 +155,40 @@ impl Decoder {
                 ));
             }
         };
-        let Some(ty) = self.types.get(type_name) else {
+        let Some(ty) = self.types.get(&*type_name) else {
             return Err(reject(
                 Reason::UnknownType,
                 format!("event type `{type_name}` is not declared in the topology"),
             ));
         };
         let spec = &ty.spec;
-        let key: Arc<str> = match spec.key.lookup(&payload) {
-            Some(Value::String(k)) if !k.is_empty() => Arc::from(k.as_str()),
-            Some(Value::Number(n)) if ty.integer_keys && (n.is_i64() || n.is_u64()) => {
-                Arc::from(n.to_string().as_str())
+        let key: Arc<str> = match payload.lookup(&spec.key) {
+            Some(k) if k.is_string() => match k.as_str().unwrap_or_default() {
+                k if k.is_empty() => {
+                    return Err(reject(
+                        Reason::MissingKey,
+                        format!("key field `{}` is empty", spec.key),
+                    ));
+                }
+                k => Arc::from(&*k),
+            },
+            Some(n) if ty.integer_keys && n.is_integer() => {
+                Arc::from(n.number().unwrap_or_else(|| 0.into()).to_string().as_str())
             }
-            Some(Value::String(_)) => {
+            None => {
                 return Err(reject(
                     Reason::MissingKey,
-                    format!("key field `{}` is empty", spec.key),
+                    format!("no key field `{}`", spec.key),
                 ));
             }
-            Some(Value::Null) | None => {
+            Some(null) if null.is_null() => {
                 return Err(reject(
                     Reason::MissingKey,
                     format!("no key field `{}`", spec.key),
                 ));
             }
             Some(other) => {
-                let what = json_type_name(other);
+                let what = other.type_name();
                 return Err(reject(
                     Reason::MissingKey,
                     match ty.integer_keys {
@@ -198,22 +207,32 @@ impl Decoder {
             key: Some(key.to_string()),
             time,
         };
-        let time = match spec.time.lookup(&payload) {
-            Some(Value::String(t)) => match parse_rfc3339(t) {
-                Some(time) => time,
-                None => {
-                    return Err(with_key(
-                        Reason::BadTime,
-                        format!(
-                            "time field `{}` is not an RFC 3339 timestamp: {t:?}",
-                            spec.time
-                        ),
-                        None,
-                    ))
+        let time = match payload.lookup(&spec.time) {
+            Some(t) if t.is_string() => {
+                let t = t.as_str().unwrap_or_default();
+                match parse_rfc3339(&t) {
+                    Some(time) => time,
+                    None => {
+                        return Err(with_key(
+                            Reason::BadTime,
+                            format!(
+                                "time field `{}` is not an RFC 3339 timestamp: {t:?}",
+                                spec.time
+                            ),
+                            None,
+                        ))
+                    }
                 }
-            },
-            Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or_default(),
-            Some(Value::Null) | None => {
+            }
+            Some(n) if n.as_i64().is_some() => n.as_i64().unwrap_or_default(),
+            Some(null) if null.is_null() => {
+                return Err(with_key(
+                    Reason::MissingTime,
+                    format!("no time field `{}`", spec.time),
+                    None,
+                ));
+            }
+            None => {
                 return Err(with_key(
                     Reason::MissingTime,
                     format!("no time field `{}`", spec.time),
@@ -221,7 +240,7 @@ impl Decoder {
                 ));
             }
             Some(other) => {
-                let what = json_type_name(other);
+                let what = other.type_name();
                 return Err(with_key(
                     Reason::BadTime,
                     format!("time field `{}` must be an RFC 3339 string or epoch milliseconds, got {what}", spec.time),
@@ -230,8 +249,21 @@ impl Decoder {
             }
         };
         for field in &spec.fields {
-            match field.path.lookup(&payload) {
-                None | Some(Value::Null) => {
+            match payload.lookup(&field.path) {
+                None => {
+                    if field.required {
+                        return Err(with_key(
+                            Reason::MissingField,
+                            format!(
+                                "required field `{}` ({}) is missing",
+                                field.path,
+                                field.ty.name()
+                            ),
+                            Some(time),
+                        ));
+                    }
+                }
+                Some(value) if value.is_null() => {
                     if field.required {
                         return Err(with_key(
                             Reason::MissingField,
@@ -246,7 +278,7 @@ impl Decoder {
                 }
                 Some(value) => {
                     if !has_type(value, field.ty) {
-                        let what = json_type_name(value);
+                        let what = value.type_name();
                         return Err(with_key(
                             Reason::WrongFieldType,
                             format!(
@@ -263,11 +295,10 @@ impl Decoder {
         let id = spec
             .id
             .as_ref()
-            .and_then(|path| path.lookup(&payload))
-            .and_then(|v| match v {
-                Value::String(s) => Some(s.clone().into_boxed_str()),
-                Value::Number(n) => Some(n.to_string().into_boxed_str()),
-                _ => None,
+            .and_then(|path| payload.lookup(path))
+            .and_then(|v| match v.as_str() {
+                Some(s) => Some(Box::from(&*s)),
+                None => v.number().map(|n| n.to_string().into_boxed_str()),
             });
         Ok(Event {
             seq,
@@ -290,13 +321,13 @@ pub struct Rejection {
     pub time: Option<Millis>,
 }
 
-fn has_type(value: &Value, ty: FieldType) -> bool {
+fn has_type(value: Field<'_>, ty: FieldType) -> bool {
     match ty {
         FieldType::String => value.is_string(),
-        FieldType::Integer => value.is_i64() || value.is_u64(),
+        FieldType::Integer => value.is_integer(),
         FieldType::Number => value.is_number(),
         FieldType::Boolean => value.is_boolean(),
-        FieldType::Timestamp => value.as_str().and_then(parse_rfc3339).is_some(),
+        FieldType::Timestamp => value.as_str().and_then(|t| parse_rfc3339(&t)).is_some(),
         FieldType::Object => value.is_object(),
         FieldType::Array => value.is_array(),
     }

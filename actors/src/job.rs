@@ -96,11 +96,13 @@ fn route_key(event: &Event, parts: &[KeyPart]) -> Option<Arc<str>> {
         match part {
             KeyPart::EventType => Some(event.type_name.to_string()),
             KeyPart::Constant(text) => Some(text.clone()),
-            KeyPart::Field(path) => match path.lookup(&event.payload)? {
-                serde_json::Value::String(k) => Some(k.clone()),
-                v @ serde_json::Value::Number(_) => Some(v.to_string()),
-                _ => None,
-            },
+            KeyPart::Field(path) => {
+                let field = event.field(path)?;
+                match field.as_str() {
+                    Some(k) => Some(k.into_owned()),
+                    None => field.number().map(|n| n.to_string()),
+                }
+            }
         }
     }
     match parts {

@@ -18,6 +18,7 @@ pub mod expr;
 pub mod gate;
 pub mod hash;
 pub mod job;
+pub mod payload;
 pub mod record;
 pub mod registry;
 pub mod shard;

@@ -1088,7 +1088,7 @@ impl Shard {
         warn!(shard = self.id, key = %id.key, "{failure}; gave up after {} attempts", self.job.max_retries + 1);
         self.counts.handler_failures += 1;
         let (what, event_time, raw) = match trigger {
-            Trigger::Event(event) => ("event", event.time, event.payload.to_string()),
+            Trigger::Event(event) => ("event", event.time, event.payload.text().to_owned()),
             Trigger::Timer(name, at) => ("timer", at, name.to_owned()),
         };
         let letter = DeadLetter {

@@ -219,7 +219,7 @@ fn run_template(spec: PatternSpec, events: &[Ev]) -> (Vec<Out>, bool) {
             key: Arc::from("K"),
             time: e.time,
             id: None,
-            payload: json!({ "v": e.v, "n": e.n }),
+            payload: json!({ "v": e.v, "n": e.n }).into(),
         };
         let mut cx = Context::for_test("K", e.time, &mut records, &mut timers);
         template.on_event(&mut state, &event, &mut cx).unwrap();

@@ -57,7 +57,7 @@ impl Input {
             key: Arc::from(format!("O-{seq}").as_str()),
             time: self.time,
             id: Some(format!("E-{seq}").into()),
-            payload,
+            payload: payload.into(),
         }
     }
 }

@@ -29,7 +29,8 @@ fn event(seq: u64, ty: &str, time: Millis, method: &str) -> Event {
         time,
         id: None,
         payload: json!({ "customer_id": "C-1", "payment_method": method, "amount": 42.0,
-                         "reason": "DECLINED", "order_number": "ORD-1" }),
+                         "reason": "DECLINED", "order_number": "ORD-1" })
+        .into(),
     }
 }
 

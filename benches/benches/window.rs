@@ -76,7 +76,8 @@ fn event(i: u64) -> Event {
             "country": format!("C{}", i as usize % GROUPS),
             "customer_id": format!("CUS-{}", (mix >> 33) % 5_000),
             "amount": ((mix >> 20) % 20_000) as f64 / 100.0,
-        }),
+        })
+        .into(),
     }
 }
 

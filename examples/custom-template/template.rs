@@ -166,7 +166,7 @@ mod tests {
             key: Arc::from("C-1"),
             time,
             id: None,
-            payload: serde_json::json!({ "customer_id": "C-1" }),
+            payload: serde_json::json!({ "customer_id": "C-1" }).into(),
         }
     }
 

@@ -82,7 +82,7 @@ impl JoinTemplate {
         let mut object = Map::new();
         for path in paths {
             if let Some(value) = event.field(path) {
-                object.insert(path.to_string(), value.clone());
+                object.insert(path.to_string(), value.to_value());
             }
         }
         Value::Object(object)
@@ -293,7 +293,7 @@ mod tests {
                 key: Arc::from("K"),
                 time,
                 id: None,
-                payload: serde_json::json!({"amount": 10, "method": "card"}),
+                payload: serde_json::json!({"amount": 10, "method": "card"}).into(),
             };
             let mut cx = Context::for_test("K", time, &mut self.out, &mut self.timers);
             self.t.on_event(&mut self.state, &e, &mut cx).unwrap();

@@ -44,6 +44,7 @@ use serde_json::Value;
 
 use crate::event::Event;
 use crate::expr::{to_cel, Expr, Vars};
+use crate::payload::Payload;
 use crate::record::{Record, RecordKind};
 use crate::spec::{
     Contiguity, FieldPath, Occurs, PatternSpec, PatternTemplateSpec, ProcessSpec, SkipStrategy,
@@ -205,6 +206,22 @@ impl Kept {
         }
     }
 
+    /// What `reads` reads of an event's payload.
+    fn of_payload(payload: &Payload, reads: &Reads) -> Kept {
+        match reads {
+            Reads::Fields(fields) => Kept::Object(
+                fields
+                    .iter()
+                    .filter_map(|(name, reads)| {
+                        let field = payload.get(name)?.to_value();
+                        Some(((**name).clone(), Kept::of(&field, reads)))
+                    })
+                    .collect(),
+            ),
+            _ => Kept::from(&payload.to_value()),
+        }
+    }
+
     /// The value at `path` (through objects), like [`FieldPath::lookup`].
     fn lookup(&self, path: &FieldPath) -> Option<&Kept> {
         path.0.iter().try_fold(self, |v, segment| v.field(segment))
@@ -276,6 +293,23 @@ impl Source for Value {
 
     fn to_cel(&self) -> CelValue {
         to_cel(self)
+    }
+}
+
+/// What `reads` reads of an event's payload, as a condition's `event`.
+fn project_payload(payload: &Payload, reads: &Reads) -> CelValue {
+    match reads {
+        Reads::Fields(fields) => {
+            let map: HashMap<Key, CelValue> = fields
+                .iter()
+                .filter_map(|(name, reads)| {
+                    let field = payload.get(name)?.to_value();
+                    Some((Key::String(name.clone()), field.project(reads)))
+                })
+                .collect();
+            CelValue::Map(Map { map: Arc::new(map) })
+        }
+        _ => to_cel(&payload.to_value()),
     }
 }
 
@@ -495,11 +529,13 @@ fn is_loop(occurs: &Occurs) -> bool {
 fn key_of(event: &Event, key: &Option<FieldPath>) -> Option<String> {
     match key {
         None => Some(event.key.to_string()),
-        Some(path) => match event.field(path)? {
-            Value::String(s) => Some(s.clone()),
-            v @ Value::Number(_) => Some(v.to_string()),
-            _ => None,
-        },
+        Some(path) => {
+            let field = event.field(path)?;
+            match field.as_str() {
+                Some(s) => Some(s.into_owned()),
+                None => field.number().map(|n| n.to_string()),
+            }
+        }
     }
 }
 
@@ -616,7 +652,7 @@ impl PatternTemplate {
             }
         }
         let mut vars = Vars::new();
-        vars.bind("event", event.payload.project(&p.steps[j].event));
+        vars.bind("event", project_payload(&event.payload, &p.steps[j].event));
         for (k, reads) in &p.steps[j].refers {
             let mut payloads = run
                 .taken
@@ -663,10 +699,8 @@ impl PatternTemplate {
                 }
             }
             None if variable == "event" => {
-                let value = path
-                    .iter()
-                    .try_fold(&event.payload, |v, name| v.get(name))?;
-                value.is_number().then(|| to_cel(value))
+                let number = event.payload.get_path(path)?.number()?;
+                Some(to_cel(&Value::Number(number)))
             }
             None => None,
         }
@@ -703,7 +737,7 @@ impl PatternTemplate {
                         payload: p.steps[j]
                             .keep
                             .as_ref()
-                            .map(|reads| Kept::of(&event.payload, reads)),
+                            .map(|reads| Kept::of_payload(&event.payload, reads)),
                     });
                     return if j + 1 == n && run.count == max {
                         Outcome::Complete
@@ -969,7 +1003,7 @@ mod tests {
                 key: Arc::from("K"),
                 time,
                 id: None,
-                payload,
+                payload: payload.into(),
             };
             let mut cx = Context::for_test("K", time, &mut self.out, &mut self.timers);
             self.t.on_event(&mut self.state, &e, &mut cx).unwrap();

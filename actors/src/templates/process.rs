@@ -28,6 +28,7 @@ use serde_json::Value;
 
 use crate::event::Event;
 use crate::hash::stable_hash64;
+use crate::payload::Field;
 use crate::record::{Record, RecordKind};
 use crate::spec::ProcessTemplateSpec;
 use crate::template::{Context, Subscription, Template, TemplateError};
@@ -387,7 +388,7 @@ impl Template for ProcessTemplate {
             }
             for (i, step) in self.spec.steps.iter().enumerate() {
                 if let Some(path) = &step.expect {
-                    state.expected[i] = event.field(path).and_then(Value::as_u64);
+                    state.expected[i] = event.field(path).and_then(Field::as_u64);
                 }
             }
             for (i, sla) in self.spec.slas.iter().enumerate() {
@@ -408,9 +409,9 @@ impl Template for ProcessTemplate {
                 continue;
             }
             let distinct = match &step.distinct {
-                Some(path) => event.field(path).map(|v| match v {
-                    Value::String(s) => stable_hash64(s.as_bytes()),
-                    other => stable_hash64(other.to_string().as_bytes()),
+                Some(path) => event.field(path).map(|v| match v.as_str() {
+                    Some(s) => stable_hash64(s.as_bytes()),
+                    None => stable_hash64(v.to_string().as_bytes()),
                 }),
                 None => None,
             }
@@ -522,7 +523,7 @@ mod tests {
             key: Arc::from("ORD-1"),
             time,
             id: None,
-            payload,
+            payload: payload.into(),
         }
     }
 

@@ -69,7 +69,7 @@ impl Template for UnionTemplate {
             .with("type", &*event.type_name);
         for (path, name) in self.spec.fields.iter().zip(&self.names) {
             if let Some(value) = event.field(path) {
-                record = record.with(name.clone(), value.clone());
+                record = record.with(name.clone(), value.to_value());
             }
         }
         cx.emit(record);
@@ -96,7 +96,7 @@ mod tests {
             key: Arc::from("K"),
             time,
             id: None,
-            payload,
+            payload: payload.into(),
         }
     }
 

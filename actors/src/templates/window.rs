@@ -321,10 +321,12 @@ impl WindowTemplate {
             match acc {
                 Acc::Count => {}
                 Acc::Distinct(set) => {
-                    let hash = match value {
-                        Value::Null => continue,
-                        Value::String(s) => stable_hash64(s.as_bytes()),
-                        other => stable_hash64(other.to_string().as_bytes()),
+                    if value.is_null() {
+                        continue;
+                    }
+                    let hash = match value.as_str() {
+                        Some(s) => stable_hash64(s.as_bytes()),
+                        None => stable_hash64(value.to_string().as_bytes()),
                     };
                     set.insert(hash);
                 }
@@ -473,7 +475,7 @@ impl Template for WindowTemplate {
                     )
                     .with("process", self.process.clone())
                     .with("type", &*event.type_name)
-                    .with("raw", event.payload.to_string()),
+                    .with("raw", event.payload.text()),
             );
             return Ok(());
         }
@@ -587,7 +589,8 @@ mod tests {
             key: Arc::from("O-1"),
             time,
             id: None,
-            payload: serde_json::json!({"country": "DE", "amount": amount, "customer": customer}),
+            payload: serde_json::json!({"country": "DE", "amount": amount, "customer": customer})
+                .into(),
         }
     }
 
