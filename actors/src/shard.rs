@@ -18,7 +18,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, debug_span, warn};
 use vigil_storage::{
-    codec, InstanceId, PinnedCheckpoint, ShardStore, ShardTxn, StorageError, TimerKey,
+    codec, InstanceId, PinnedCheckpoint, ShardStore, ShardTxn, StorageError, TimerKey, TimerRef,
 };
 
 use crate::event::{DeadLetter, Event, Reason};
@@ -479,6 +479,16 @@ struct Prepared {
     prepare_us: u64,
     /// Writing the passivated instances and committing.
     commit_us: u64,
+}
+
+/// The timer `name` of instance `id`, at `time`.
+fn timer_of<'a>(id: &'a InstanceId, name: &'a str, time: Millis) -> TimerRef<'a> {
+    TimerRef {
+        time,
+        template: id.template,
+        key: &id.key,
+        name,
+    }
 }
 
 /// An instance passivated by a checkpoint, as [`ShardTxn::passivate`] takes it.
@@ -988,9 +998,8 @@ impl Shard {
         instance.meta.timers.retain(|(n, _)| n != PURGE_TIMER);
         instance.dirty = true;
         self.counts.instances_started += 1;
-        for (name, time) in purge {
-            self.txn()
-                .remove_timer(&TimerKey::new(time, id.template, id.key.as_str(), name))?;
+        for (name, time) in &purge {
+            self.txn().remove_timer(timer_of(id, name, *time))?;
         }
         Ok(())
     }
@@ -1060,11 +1069,10 @@ impl Shard {
             .collect();
         for (name, before, after) in moved {
             if let Some(at) = before {
-                let timer = TimerKey::new(at, id.template, id.key.as_str(), name.as_str());
-                self.txn().remove_timer(&timer)?;
+                self.txn().remove_timer(timer_of(id, &name, at))?;
             }
             if let Some(at) = after {
-                self.set_timer(&TimerKey::new(at, id.template, id.key.as_str(), name))?;
+                self.set_timer(timer_of(id, &name, at))?;
             }
         }
         for record in handled.outputs {
@@ -1112,12 +1120,7 @@ impl Shard {
             let instance = self.cache.remove(id).expect("activated");
             self.counts.instances_ended += 1;
             for (name, time) in &instance.meta.timers {
-                self.txn().remove_timer(&TimerKey::new(
-                    *time,
-                    id.template,
-                    id.key.as_str(),
-                    name.as_str(),
-                ))?;
+                self.txn().remove_timer(timer_of(id, name, *time))?;
             }
             self.forget(id, &instance)?;
             return Ok(());
@@ -1134,19 +1137,13 @@ impl Shard {
             .push((PURGE_TIMER.to_owned(), purge_at));
         instance.dirty = true;
         self.counts.instances_ended += 1;
-        for (name, time) in timers {
-            self.txn()
-                .remove_timer(&TimerKey::new(time, id.template, id.key.as_str(), name))?;
+        for (name, time) in &timers {
+            self.txn().remove_timer(timer_of(id, name, *time))?;
         }
-        self.set_timer(&TimerKey::new(
-            purge_at,
-            id.template,
-            id.key.as_str(),
-            PURGE_TIMER,
-        ))
+        self.set_timer(timer_of(id, PURGE_TIMER, purge_at))
     }
 
-    fn set_timer(&mut self, timer: &TimerKey) -> Result<(), ShardError> {
+    fn set_timer(&mut self, timer: TimerRef<'_>) -> Result<(), ShardError> {
         self.next_timer = Some(self.next_timer.map_or(timer.time, |t| t.min(timer.time)));
         Ok(self.txn().set_timer(timer)?)
     }

@@ -71,6 +71,7 @@ impl TimerKey {
         (prefix ^ (1 << 63)) as i64
     }
 
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
         Self::encode_parts(self.time, self.template, self.key.as_bytes(), &self.name)
     }
@@ -79,11 +80,16 @@ impl TimerKey {
     pub(crate) fn encode_parts(time: i64, template: u16, key: &[u8], name: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + key.len() + name.len());
         out.extend_from_slice(&Self::time_prefix(time));
-        out.extend_from_slice(&template.to_be_bytes());
-        out.extend_from_slice(&(key.len() as u32).to_be_bytes());
-        out.extend_from_slice(key);
-        out.extend_from_slice(name.as_bytes());
+        Self::write_rest(&mut out, template, key, name);
         out
+    }
+
+    /// Writes what follows the time in an encoded key.
+    pub(crate) fn write_rest(out: &mut impl Extend<u8>, template: u16, key: &[u8], name: &str) {
+        out.extend(template.to_be_bytes());
+        out.extend((key.len() as u32).to_be_bytes());
+        out.extend(key.iter().copied());
+        out.extend(name.bytes());
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<TimerKey, StorageError> {
@@ -101,6 +107,26 @@ impl TimerKey {
         let key = std::str::from_utf8(&rest[..key_len]).map_err(|_| corrupt())?;
         let name = std::str::from_utf8(&rest[key_len..]).map_err(|_| corrupt())?;
         Ok(TimerKey::new(time, template, key, name))
+    }
+}
+
+/// A timer's parts, borrowed: what setting or removing one takes (a `&TimerKey` converts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerRef<'a> {
+    pub time: i64,
+    pub template: u16,
+    pub key: &'a str,
+    pub name: &'a str,
+}
+
+impl<'a> From<&'a TimerKey> for TimerRef<'a> {
+    fn from(timer: &'a TimerKey) -> TimerRef<'a> {
+        TimerRef {
+            time: timer.time,
+            template: timer.template,
+            key: &timer.key,
+            name: &timer.name,
+        }
     }
 }
 

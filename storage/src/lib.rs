@@ -35,5 +35,5 @@ mod store;
 
 pub use codec::{CodecError, FORMAT_VERSION};
 pub use error::StorageError;
-pub use keys::{InstanceId, TimerKey};
+pub use keys::{InstanceId, TimerKey, TimerRef};
 pub use store::{DueTimers, LoggedInstance, PinnedCheckpoint, ShardReader, ShardStore, ShardTxn};

@@ -12,8 +12,9 @@ use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
     TableDefinition, WriteTransaction,
 };
+use smallvec::SmallVec;
 
-use crate::keys::{InstanceId, TimerKey};
+use crate::keys::{InstanceId, TimerKey, TimerRef};
 use crate::log::{self, LoggedRecord, CHUNK_BYTES};
 use crate::StorageError;
 
@@ -127,7 +128,9 @@ impl ShardStore {
 struct ResidentTimer {
     /// The key's first 8 bytes, big-endian: the sign-flipped time.
     time: u64,
-    rest: Box<[u8]>,
+    /// Inline up to 40 bytes (an order's timers): setting, removing or comparing one then
+    /// allocates and follows no pointer.
+    rest: SmallVec<[u8; 40]>,
 }
 
 impl ResidentTimer {
@@ -137,6 +140,23 @@ impl ResidentTimer {
             time: u64::from_be_bytes(time.try_into().expect("a timer key starts with its time")),
             rest: rest.into(),
         }
+    }
+
+    fn of(timer: TimerRef<'_>) -> ResidentTimer {
+        let mut rest = SmallVec::new();
+        TimerKey::write_rest(&mut rest, timer.template, timer.key.as_bytes(), timer.name);
+        ResidentTimer {
+            time: u64::from_be_bytes(TimerKey::time_prefix(timer.time)),
+            rest,
+        }
+    }
+
+    /// The whole encoded key.
+    fn key(&self) -> Vec<u8> {
+        let mut key = Vec::with_capacity(8 + self.rest.len());
+        key.extend_from_slice(&self.time.to_be_bytes());
+        key.extend_from_slice(&self.rest);
+        key
     }
 
     /// Compares with an encoded key as the key's bytes compare.
@@ -150,10 +170,7 @@ impl ResidentTimer {
     }
 
     fn decode(&self) -> Result<TimerKey, StorageError> {
-        let mut key = Vec::with_capacity(8 + self.rest.len());
-        key.extend_from_slice(&self.time.to_be_bytes());
-        key.extend_from_slice(&self.rest);
-        TimerKey::decode(&key)
+        TimerKey::decode(&self.key())
     }
 }
 
@@ -415,18 +432,17 @@ impl ShardTxn {
     }
 
     /// Sets a timer of a resident instance (kept in memory, logged with the instance).
-    pub fn set_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
-        self.resident_timers
-            .insert(ResidentTimer::from_key(&timer.encode()));
+    pub fn set_timer<'a>(&mut self, timer: impl Into<TimerRef<'a>>) -> Result<(), StorageError> {
+        self.resident_timers.insert(ResidentTimer::of(timer.into()));
         Ok(())
     }
 
     /// Removes a timer: of a resident instance from memory, else from the timer table (at the
     /// commit).
-    pub fn remove_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
-        let key = timer.encode();
-        if !self.resident_timers.remove(&ResidentTimer::from_key(&key)) {
-            self.deleted_timers.insert(key);
+    pub fn remove_timer<'a>(&mut self, timer: impl Into<TimerRef<'a>>) -> Result<(), StorageError> {
+        let timer = ResidentTimer::of(timer.into());
+        if !self.resident_timers.remove(&timer) {
+            self.deleted_timers.insert(timer.key());
         }
         Ok(())
     }
@@ -735,7 +751,9 @@ mod tests {
             same_time in any::<bool>(),
         ) {
             let b_time = if same_time { a.0 } else { b.0 };
+            let parts = TimerRef { time: a.0, template: a.1, key: &a.2, name: &a.3 };
             let a = TimerKey::encode_parts(a.0, a.1, a.2.as_bytes(), &a.3);
+            prop_assert_eq!(ResidentTimer::of(parts), ResidentTimer::from_key(&a));
             let b = TimerKey::encode_parts(b_time, b.1, b.2.as_bytes(), &b.3);
             let expected = a.as_slice().cmp(b.as_slice());
             let (ra, rb) = (ResidentTimer::from_key(&a), ResidentTimer::from_key(&b));
