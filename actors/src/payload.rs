@@ -8,6 +8,7 @@
 //! every value reads exactly as it would from a `Value` parsed from the same line.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -59,16 +60,20 @@ impl Payload {
                 end: (start + part.len()) as u32,
             }
         };
-        let fields = object_fields(text)?
-            .into_iter()
-            .map(|(name, value)| Slot {
-                name: match name {
-                    Cow::Borrowed(name) => Name::At(span(name)),
-                    Cow::Owned(name) => Name::Unescaped(name.into_boxed_str()),
-                },
-                value: span(value),
-            })
-            .collect();
+        let fields = SCRATCH.with_borrow_mut(|slots| {
+            slots.clear();
+            for_each_field(text, |name, value| {
+                slots.push(Slot {
+                    name: match name {
+                        Cow::Borrowed(name) => Name::At(span(name)),
+                        Cow::Owned(name) => Name::Unescaped(name.into_boxed_str()),
+                    },
+                    value: span(value),
+                })
+            })?;
+            // Exactly as long as needed: one allocation, no shrinking.
+            Some(slots.drain(..).collect())
+        })?;
         Some(Payload {
             text: text.into(),
             fields,
@@ -182,11 +187,15 @@ impl<'a> Field<'a> {
     /// A field of this value if it is an object; with a name used twice, the last.
     pub fn get(self, name: &str) -> Option<Field<'a>> {
         match self {
-            Field::Text(text) if text.starts_with('{') => object_fields(text)?
-                .into_iter()
-                .rev()
-                .find(|(n, _)| n == name)
-                .map(|(_, value)| Field::Text(value)),
+            Field::Text(text) if text.starts_with('{') => {
+                let mut last = None;
+                for_each_field(text, |n, value| {
+                    if n == name {
+                        last = Some(Field::Text(value));
+                    }
+                })?;
+                last
+            }
             Field::Text(_) => None,
             Field::Value(value) => value.get(name).map(Field::Value),
         }
@@ -287,31 +296,34 @@ impl fmt::Display for Field<'_> {
     }
 }
 
-/// The top-level fields of `text` in order, as (name, value text); `None` if `text` is not a
-/// valid JSON object.
-fn object_fields(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let fields = de.deserialize_map(ObjectVisitor).ok()?;
-    de.end().ok()?;
-    Some(fields)
+thread_local! {
+    /// The field table of the payload being parsed, before it is copied out at its length.
+    static SCRATCH: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }
 
-struct ObjectVisitor;
+/// Calls `field` with each top-level field of `text` in order, as (name, value text); `None`
+/// if `text` is not a valid JSON object.
+fn for_each_field<'a>(text: &'a str, field: impl FnMut(Cow<'a, str>, &'a str)) -> Option<()> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(ObjectVisitor(field)).ok()?;
+    de.end().ok()
+}
 
-impl<'de> Visitor<'de> for ObjectVisitor {
-    type Value = Vec<(Cow<'de, str>, &'de str)>;
+struct ObjectVisitor<F>(F);
+
+impl<'de, F: FnMut(Cow<'de, str>, &'de str)> Visitor<'de> for ObjectVisitor<F> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = Vec::with_capacity(16);
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         while let Some(name) = map.next_key_seed(NameSeed)? {
             let value: &'de RawValue = map.next_value()?;
-            fields.push((name, value.get()));
+            (self.0)(name, value.get());
         }
-        Ok(fields)
+        Ok(())
     }
 }
 
