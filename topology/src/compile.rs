@@ -64,7 +64,7 @@ pub(crate) fn structure(
     let state_dir = PathBuf::from(state.str_or(ctx, "dir", "state"));
     let checkpoint_interval = state.std_duration_or(ctx, "checkpoint_interval", "1s");
     let passivate_after = state.std_duration_or(ctx, "passivate_after", "30s");
-    let max_resident = state.integer_or(ctx, "max_resident", 200_000, 1..=1_000_000_000) as usize;
+    let max_resident = state.integer_or(ctx, "max_resident", 300_000, 1..=1_000_000_000) as usize;
     let max_resident_overshoot =
         state.integer_or(ctx, "max_resident_overshoot", 65_536, 0..=1_000_000_000) as usize;
     state.finish(ctx);

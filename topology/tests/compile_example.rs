@@ -35,7 +35,7 @@ fn job_state_and_time_settings_with_their_defaults() {
     assert_eq!(job.state_dir, PathBuf::from("state"));
     assert_eq!(job.checkpoint_interval, Duration::from_secs(1));
     assert_eq!(job.passivate_after, Duration::from_secs(30), "default");
-    assert_eq!(job.max_resident, 200_000, "default");
+    assert_eq!(job.max_resident, 300_000, "default");
     assert_eq!(job.max_resident_overshoot, 65_536, "default");
     assert_eq!(job.max_out_of_orderness, 300_000);
     assert_eq!(job.idle_timeout, Duration::from_secs(5));
