@@ -130,6 +130,10 @@ impl Decoder {
         };
         let Some(payload) = Payload::parse(line) else {
             return Err(match serde_json::from_str::<Value>(line) {
+                Ok(Value::Object(_)) => reject(
+                    Reason::MalformedJson,
+                    "an object of 4 GiB or more cannot be decoded".to_owned(),
+                ),
                 Ok(other) => reject(
                     Reason::MalformedJson,
                     format!("expected a JSON object, got {}", json_type_name(&other)),
