@@ -166,7 +166,15 @@ impl Decoder {
             ));
         };
         let spec = &ty.spec;
-        let key: Arc<str> = match payload.lookup(&spec.key) {
+        // A field that is `null` counts as missing.
+        let present = |path: &FieldPath| payload.lookup(path).filter(|f| !f.is_null());
+        let key: Arc<str> = match present(&spec.key) {
+            None => {
+                return Err(reject(
+                    Reason::MissingKey,
+                    format!("no key field `{}`", spec.key),
+                ));
+            }
             Some(k) if k.is_string() => match k.as_str().unwrap_or_default() {
                 k if k.is_empty() => {
                     return Err(reject(
@@ -176,21 +184,8 @@ impl Decoder {
                 }
                 k => Arc::from(&*k),
             },
-            Some(n) if ty.integer_keys && n.is_integer() => {
-                Arc::from(n.number().unwrap_or_else(|| 0.into()).to_string().as_str())
-            }
-            None => {
-                return Err(reject(
-                    Reason::MissingKey,
-                    format!("no key field `{}`", spec.key),
-                ));
-            }
-            Some(null) if null.is_null() => {
-                return Err(reject(
-                    Reason::MissingKey,
-                    format!("no key field `{}`", spec.key),
-                ));
-            }
+            // An integer's text, as `serde_json` writes it.
+            Some(k) if ty.integer_keys && k.is_integer() => Arc::from(k.to_string().as_str()),
             Some(other) => {
                 let what = other.type_name();
                 return Err(reject(
@@ -211,31 +206,7 @@ impl Decoder {
             key: Some(key.to_string()),
             time,
         };
-        let time = match payload.lookup(&spec.time) {
-            Some(t) if t.is_string() => {
-                let t = t.as_str().unwrap_or_default();
-                match parse_rfc3339(&t) {
-                    Some(time) => time,
-                    None => {
-                        return Err(with_key(
-                            Reason::BadTime,
-                            format!(
-                                "time field `{}` is not an RFC 3339 timestamp: {t:?}",
-                                spec.time
-                            ),
-                            None,
-                        ))
-                    }
-                }
-            }
-            Some(n) if n.as_i64().is_some() => n.as_i64().unwrap_or_default(),
-            Some(null) if null.is_null() => {
-                return Err(with_key(
-                    Reason::MissingTime,
-                    format!("no time field `{}`", spec.time),
-                    None,
-                ));
-            }
+        let time = match present(&spec.time) {
             None => {
                 return Err(with_key(
                     Reason::MissingTime,
@@ -243,57 +214,58 @@ impl Decoder {
                     None,
                 ));
             }
-            Some(other) => {
-                let what = other.type_name();
-                return Err(with_key(
-                    Reason::BadTime,
-                    format!("time field `{}` must be an RFC 3339 string or epoch milliseconds, got {what}", spec.time),
-                    None,
-                ));
-            }
+            Some(t) => match (t.as_str(), t.as_i64()) {
+                (Some(text), _) => match parse_rfc3339(&text) {
+                    Some(time) => time,
+                    None => {
+                        return Err(with_key(
+                            Reason::BadTime,
+                            format!(
+                                "time field `{}` is not an RFC 3339 timestamp: {text:?}",
+                                spec.time
+                            ),
+                            None,
+                        ))
+                    }
+                },
+                (None, Some(millis)) => millis,
+                (None, None) => {
+                    let what = t.type_name();
+                    return Err(with_key(
+                        Reason::BadTime,
+                        format!("time field `{}` must be an RFC 3339 string or epoch milliseconds, got {what}", spec.time),
+                        None,
+                    ));
+                }
+            },
         };
         for field in &spec.fields {
-            match payload.lookup(&field.path) {
-                None => {
-                    if field.required {
-                        return Err(with_key(
-                            Reason::MissingField,
-                            format!(
-                                "required field `{}` ({}) is missing",
-                                field.path,
-                                field.ty.name()
-                            ),
-                            Some(time),
-                        ));
-                    }
+            match present(&field.path) {
+                None if field.required => {
+                    return Err(with_key(
+                        Reason::MissingField,
+                        format!(
+                            "required field `{}` ({}) is missing",
+                            field.path,
+                            field.ty.name()
+                        ),
+                        Some(time),
+                    ));
                 }
-                Some(value) if value.is_null() => {
-                    if field.required {
-                        return Err(with_key(
-                            Reason::MissingField,
-                            format!(
-                                "required field `{}` ({}) is missing",
-                                field.path,
-                                field.ty.name()
-                            ),
-                            Some(time),
-                        ));
-                    }
+                None => {}
+                Some(value) if !has_type(value, field.ty) => {
+                    let what = value.type_name();
+                    return Err(with_key(
+                        Reason::WrongFieldType,
+                        format!(
+                            "field `{}` must be {}, got {what} {value}",
+                            field.path,
+                            article(field.ty)
+                        ),
+                        Some(time),
+                    ));
                 }
-                Some(value) => {
-                    if !has_type(value, field.ty) {
-                        let what = value.type_name();
-                        return Err(with_key(
-                            Reason::WrongFieldType,
-                            format!(
-                                "field `{}` must be {}, got {what} {value}",
-                                field.path,
-                                article(field.ty)
-                            ),
-                            Some(time),
-                        ));
-                    }
-                }
+                Some(_) => {}
             }
         }
         let id = spec
@@ -398,6 +370,65 @@ mod tests {
             (&*e.key, e.time, e.seq, e.id.as_deref()),
             ("ORD-1", 1_793_577_601_000, 9, Some("e1"))
         );
+    }
+
+    #[test]
+    fn null_is_missing_and_times_may_be_epoch_millis() {
+        let detail = |line: &str| {
+            let r = decoder().decode(line, "type", 0).unwrap_err();
+            (r.reason, r.detail)
+        };
+        let o = "\"type\":\"ORDER_CREATED\"";
+        assert_eq!(
+            detail(&format!("{{{o},\"order_number\":null}}")),
+            (Reason::MissingKey, "no key field `order_number`".into())
+        );
+        assert_eq!(
+            detail(&format!("{{{o},\"order_number\":7}}")),
+            (
+                Reason::MissingKey,
+                "key field `order_number` must be a string, got number".into()
+            )
+        );
+        assert_eq!(
+            detail(&format!(
+                "{{{o},\"order_number\":\"A\",\"occurred_at\":null}}"
+            )),
+            (Reason::MissingTime, "no time field `occurred_at`".into())
+        );
+        assert_eq!(
+            detail(&format!("{{{o},\"order_number\":\"A\",\"occurred_at\":1.5}}")),
+            (
+                Reason::BadTime,
+                "time field `occurred_at` must be an RFC 3339 string or epoch milliseconds, got number".into()
+            )
+        );
+        assert_eq!(
+            detail(&format!(
+                "{{{o},\"order_number\":\"A\",\"occurred_at\":5,\"parcels\":null}}"
+            )),
+            (
+                Reason::MissingField,
+                "required field `parcels` (integer) is missing".into()
+            )
+        );
+        assert_eq!(
+            detail(&format!(
+                "{{{o},\"order_number\":\"A\",\"occurred_at\":5,\"parcels\":2.50}}"
+            )),
+            (
+                Reason::WrongFieldType,
+                "field `parcels` must be an integer, got number 2.5".into()
+            )
+        );
+        let e = decoder()
+            .decode(
+                &format!("{{{o},\"order_number\":\"A\",\"occurred_at\":-5,\"parcels\":2,\"event_id\":12}}"),
+                "type",
+                0,
+            )
+            .unwrap();
+        assert_eq!((e.time, e.id.as_deref()), (-5, Some("12")));
     }
 
     #[test]
