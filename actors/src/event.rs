@@ -185,7 +185,7 @@ impl Decoder {
                 k => Arc::from(&*k),
             },
             // An integer's text, as `serde_json` writes it.
-            Some(k) if ty.integer_keys && k.is_integer() => Arc::from(k.to_string().as_str()),
+            Some(k) if ty.integer_keys && k.is_integer() => Arc::from(&*k.text()),
             Some(other) => {
                 let what = other.type_name();
                 return Err(reject(
@@ -271,11 +271,8 @@ impl Decoder {
         let id = spec
             .id
             .as_ref()
-            .and_then(|path| payload.lookup(path))
-            .and_then(|v| match v.as_str() {
-                Some(s) => Some(Box::from(&*s)),
-                None => v.number().map(|n| n.to_string().into_boxed_str()),
-            });
+            .and_then(|path| payload.lookup(path)?.key_text())
+            .map(|id| Box::from(&*id));
         Ok(Event {
             seq,
             type_index: ty.index,

@@ -96,13 +96,7 @@ fn route_key(event: &Event, parts: &[KeyPart]) -> Option<Arc<str>> {
         match part {
             KeyPart::EventType => Some(event.type_name.to_string()),
             KeyPart::Constant(text) => Some(text.clone()),
-            KeyPart::Field(path) => {
-                let field = event.field(path)?;
-                match field.as_str() {
-                    Some(k) => Some(k.into_owned()),
-                    None => field.number().map(|n| n.to_string()),
-                }
-            }
+            KeyPart::Field(path) => Some(event.field(path)?.key_text()?.into_owned()),
         }
     }
     match parts {

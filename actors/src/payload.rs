@@ -223,6 +223,19 @@ impl<'a> Field<'a> {
         }
     }
 
+    /// A string's content; anything else as its compact JSON (a number's decimal text).
+    pub fn text(self) -> Cow<'a, str> {
+        match self.as_str() {
+            Some(text) => text,
+            None => Cow::Owned(self.to_string()),
+        }
+    }
+
+    /// The value as a key: a string as is, a number as its decimal text; `None` for others.
+    pub fn key_text(self) -> Option<Cow<'a, str>> {
+        (self.is_string() || self.is_number()).then(|| self.text())
+    }
+
     /// The number, if the value is one.
     pub fn number(self) -> Option<Number> {
         match self {
@@ -490,6 +503,12 @@ mod tests {
                     expected.map(crate::event::json_type_name)
                 );
                 prop_assert_eq!(field.map(|f| f.to_string()), expected.map(Value::to_string));
+                let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                prop_assert_eq!(field.map(|f| f.text().into_owned()), expected.map(text));
+                prop_assert_eq!(
+                    field.and_then(Field::key_text).map(Cow::into_owned),
+                    expected.filter(|v| v.is_string() || v.is_number()).map(text)
+                );
                 for inner in NAMES {
                     prop_assert_eq!(
                         field.and_then(|f| f.get(inner)).map(Field::to_value),

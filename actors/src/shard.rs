@@ -8,6 +8,7 @@
 //! timers at the same places and produces the same records with the same sequence numbers.
 
 use foldhash::HashMap;
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
@@ -654,7 +655,7 @@ pub struct Shard {
     /// When each batch since `passivate_after` ago started, and `uses` then: an instance
     /// last used before one of these is idle since at least its time. (One clock read per
     /// batch, not per activation.)
-    batch_starts: std::collections::VecDeque<(Instant, u64)>,
+    batch_starts: VecDeque<(Instant, u64)>,
     /// Per template: its handlers run on a copy of the state, with retries, because it does
     /// not handle in place or has failed in place (kept across restarts).
     careful: Vec<bool>,
@@ -686,7 +687,7 @@ impl Shard {
             commit_fault_fired: false,
             traceparent: None,
             uses: 0,
-            batch_starts: std::collections::VecDeque::new(),
+            batch_starts: VecDeque::new(),
             careful: job
                 .templates
                 .iter()

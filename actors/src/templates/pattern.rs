@@ -529,13 +529,7 @@ fn is_loop(occurs: &Occurs) -> bool {
 fn key_of(event: &Event, key: &Option<FieldPath>) -> Option<String> {
     match key {
         None => Some(event.key.to_string()),
-        Some(path) => {
-            let field = event.field(path)?;
-            match field.as_str() {
-                Some(s) => Some(s.into_owned()),
-                None => field.number().map(|n| n.to_string()),
-            }
-        }
+        Some(path) => Some(event.field(path)?.key_text()?.into_owned()),
     }
 }
 

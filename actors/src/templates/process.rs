@@ -409,10 +409,9 @@ impl Template for ProcessTemplate {
                 continue;
             }
             let distinct = match &step.distinct {
-                Some(path) => event.field(path).map(|v| match v.as_str() {
-                    Some(s) => stable_hash64(s.as_bytes()),
-                    None => stable_hash64(v.to_string().as_bytes()),
-                }),
+                Some(path) => event
+                    .field(path)
+                    .map(|v| stable_hash64(v.text().as_bytes())),
                 None => None,
             }
             .or_else(|| event.id.as_deref().map(|id| stable_hash64(id.as_bytes())))

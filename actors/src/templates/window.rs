@@ -324,11 +324,7 @@ impl WindowTemplate {
                     if value.is_null() {
                         continue;
                     }
-                    let hash = match value.as_str() {
-                        Some(s) => stable_hash64(s.as_bytes()),
-                        None => stable_hash64(value.to_string().as_bytes()),
-                    };
-                    set.insert(hash);
+                    set.insert(stable_hash64(value.text().as_bytes()));
                 }
                 numeric => {
                     let Some(x) = value.as_f64() else { continue };
