@@ -474,11 +474,12 @@ struct Prepared {
     /// Their changed records, end to end.
     records: Vec<u8>,
     rewrite: bool,
-    write_us: u64,
+    /// Syncing the sinks, in the commit.
     sink_sync_us: u64,
     /// On the worker thread: everything before the commit.
     prepare_us: u64,
-    /// Writing the passivated instances and committing.
+    /// Syncing the sinks, writing the passivated instances and committing (`sink_sync_us`
+    /// included).
     commit_us: u64,
 }
 
@@ -502,11 +503,18 @@ struct Passivated {
 }
 
 impl Prepared {
-    /// Writes the passivated instances to the instance and timer tables, then commits. These
-    /// are B-tree inserts, most of a checkpoint's cost with many keys: the periodic
-    /// checkpoint does them off the worker thread with the commit.
-    fn commit(&mut self) -> Result<(), StorageError> {
+    /// Syncs the sinks and keeps their marks in the checkpoint, writes the passivated
+    /// instances to the instance and timer tables, then commits. The sink syncs (fsyncs, or
+    /// waits for a broker's acknowledgements) and the B-tree inserts are most of a
+    /// checkpoint's cost: the periodic checkpoint does them off the worker thread. The shard
+    /// emits nothing until the commit is done, so the marks are where it was when prepared.
+    fn commit(&mut self, sinks: &Sinks, shard: u32) -> Result<(), ShardError> {
         let started = Instant::now();
+        // What the checkpoint covers is durable in the sinks before the checkpoint says so.
+        sinks.sync()?;
+        self.txn
+            .put_meta("sink_marks", &codec::encode(&sinks.marks(shard)))?;
+        self.sink_sync_us = started.elapsed().as_micros() as u64;
         for instance in &self.passivated {
             let record = instance.record.clone().map(|r| &self.records[r]);
             self.txn
@@ -623,6 +631,12 @@ pub struct Shard {
     /// Instances activated since the shard last logged what changed: the only ones that can
     /// have changed.
     touched: Vec<InstanceId>,
+    /// Instances a batch found changed but had logged already in this interval: left for the
+    /// checkpoint, which without passivation or a log rewrite logs only these (possibly named
+    /// more than once, or ended since) instead of looking through the whole cache.
+    relog: Vec<InstanceId>,
+    /// When a checkpoint last looked for idle instances to passivate.
+    idle_looked_at: Option<Instant>,
     /// Instances logged since the last checkpoint (for its log line).
     logged_since: u64,
     /// Checkpoints so far (from 1): numbers the interval batches are logged in.
@@ -669,6 +683,8 @@ impl Shard {
             txn: None,
             cache: HashMap::default(),
             touched: Vec::new(),
+            relog: Vec::new(),
+            idle_looked_at: None,
             logged_since: 0,
             interval: 1,
             record: Vec::new(),
@@ -747,6 +763,7 @@ impl Shard {
         self.txn = Some(txn);
         self.cache.clear();
         self.touched.clear();
+        self.relog.clear();
         for logged in logged {
             let mut instance = self.decode_instance(logged.id.template, &logged.record)?;
             instance.stored = logged.stored;
@@ -883,7 +900,11 @@ impl Shard {
                 continue; // ended since
             };
             instance.touched = false;
-            if !instance.dirty || instance.logged_in == self.interval {
+            if !instance.dirty {
+                continue;
+            }
+            if instance.logged_in == self.interval {
+                self.relog.push(id);
                 continue;
             }
             instance.logged_in = self.interval;
@@ -1213,7 +1234,7 @@ impl Shard {
         let Some(mut prepared) = self.prepare_checkpoint()? else {
             return Ok(());
         };
-        prepared.commit()?;
+        prepared.commit(&self.job.sinks, self.id)?;
         self.checkpoint_committed(prepared);
         Ok(())
     }
@@ -1233,11 +1254,12 @@ impl Shard {
             && !self.commit_fault_fired
             && !prepared.passivated.is_empty();
         self.commit_fault_fired |= fault;
+        let (job, shard) = (self.job.clone(), self.id);
         let commit = actix_rt::task::spawn_blocking(move || {
             if fault {
                 return Err(ShardError::Injected); // drops the transaction uncommitted
             }
-            prepared.commit()?;
+            prepared.commit(&job.sinks, shard)?;
             Ok(prepared)
         });
         ctx.wait(commit.into_actor(self).map(|joined, shard, ctx| {
@@ -1268,44 +1290,59 @@ impl Shard {
         };
         // The log has grown well past what is live in it: write every logged instance again
         // and drop the rest.
-        let live: u64 = self.cache.values().map(|i| u64::from(i.logged_len)).sum();
-        let rewrite = txn.log_bytes() > self.job.log_rewrite_bytes
-            && txn.log_bytes() > LOG_REWRITE_FACTOR * live;
+        let rewrite = txn.log_bytes() > self.job.log_rewrite_bytes && {
+            let live: u64 = self.cache.values().map(|i| u64::from(i.logged_len)).sum();
+            txn.log_bytes() > LOG_REWRITE_FACTOR * live
+        };
         if rewrite {
             txn.restart_log()?;
         }
-        // In key order (`InstanceId`'s order is its bytes' order): passivated instances land on
-        // the same or neighbouring B-tree pages.
-        let mut due: Vec<(&InstanceId, &mut Instance)> = self
-            .cache
-            .iter_mut()
-            .filter(|(_, i)| i.dirty || evict(i) || (rewrite && i.logged()))
-            .collect();
-        due.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut passivated = Vec::new();
         let mut records = Vec::new();
         let record = &mut self.record;
         let state_bytes = &mut self.state_bytes;
-        for (id, instance) in due {
-            // The stored record (if any) is not the instance's latest.
-            let changed = instance.dirty || instance.logged();
-            if changed {
-                encode_record(&self.job, id, instance, record, state_bytes)?;
+        if idle_before.is_none() && rank_below.is_none() && !rewrite {
+            // Nothing to passivate or write again: only the instances in `relog` changed since
+            // a batch logged them.
+            for id in self.relog.drain(..) {
+                let Some(instance) = self.cache.get_mut(&id).filter(|i| i.dirty) else {
+                    continue; // named twice, or ended since
+                };
+                self.logged_since += 1;
+                encode_record(&self.job, &id, instance, record, state_bytes)?;
+                log_instance(&mut txn, &id, instance, record)?;
             }
-            if evict(instance) {
-                let record = changed.then(|| {
-                    records.extend_from_slice(record);
-                    records.len() - record.len()..records.len()
-                });
-                passivated.push(Passivated {
-                    id: id.clone(),
-                    record,
-                    logged: instance.logged(),
-                    timers: Vec::new(),
-                });
-            } else {
-                self.logged_since += u64::from(instance.dirty);
-                log_instance(&mut txn, id, instance, record)?;
+        } else {
+            self.relog.clear(); // the scan below finds them
+                                // In key order (`InstanceId`'s order is its bytes' order): passivated instances
+                                // land on the same or neighbouring B-tree pages.
+            let mut due: Vec<(&InstanceId, &mut Instance)> = self
+                .cache
+                .iter_mut()
+                .filter(|(_, i)| i.dirty || evict(i) || (rewrite && i.logged()))
+                .collect();
+            due.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (id, instance) in due {
+                // The stored record (if any) is not the instance's latest.
+                let changed = instance.dirty || instance.logged();
+                if changed {
+                    encode_record(&self.job, id, instance, record, state_bytes)?;
+                }
+                if evict(instance) {
+                    let record = changed.then(|| {
+                        records.extend_from_slice(record);
+                        records.len() - record.len()..records.len()
+                    });
+                    passivated.push(Passivated {
+                        id: id.clone(),
+                        record,
+                        logged: instance.logged(),
+                        timers: Vec::new(),
+                    });
+                } else {
+                    self.logged_since += u64::from(instance.dirty);
+                    log_instance(&mut txn, id, instance, record)?;
+                }
             }
         }
         for passivated in &mut passivated {
@@ -1319,18 +1356,13 @@ impl Shard {
         txn.put_meta("watermark", &codec::encode(&self.watermark))?;
         txn.put_meta("out_seq", &codec::encode(&self.out_seq))?;
         txn.put_meta("counts", &codec::encode(&self.counts))?;
-        let written = started.elapsed();
-        self.job.sinks.sync()?;
-        let synced = started.elapsed();
-        txn.put_meta("sink_marks", &codec::encode(&self.job.sinks.marks(self.id)))?;
         Ok(Some(Prepared {
             txn,
             passivated,
             records,
             rewrite,
-            write_us: written.as_micros() as u64,
-            sink_sync_us: (synced - written).as_micros() as u64,
             prepare_us: started.elapsed().as_micros() as u64,
+            sink_sync_us: 0,
             commit_us: 0,
         }))
     }
@@ -1345,7 +1377,6 @@ impl Shard {
             passivated = prepared.passivated.len(),
             rewrite = prepared.rewrite,
             log_bytes = prepared.txn.log_bytes(),
-            write_us = prepared.write_us,
             sink_sync_us = prepared.sink_sync_us,
             prepare_us = prepared.prepare_us,
             commit_us = prepared.commit_us,
@@ -1379,11 +1410,22 @@ impl Shard {
     /// Which instances a checkpoint passivates: those last used before the first cutoff (a
     /// `Shard::uses`; idle for `passivate_after`), and beyond `max_resident` those of
     /// [`Instance::eviction_rank`] below the second.
+    ///
+    /// Passivating idle instances takes a pass over the whole cache, so the first cutoff is
+    /// given at most every eighth of `passivate_after`: an instance is passivated after at
+    /// most 1.125 times that idle (and a checkpoint interval).
     fn eviction_cutoffs(&mut self) -> (Option<u64>, Option<u64>) {
-        let idle = self
-            .drop_old_batch_starts()
+        let idle_since = self.drop_old_batch_starts();
+        let looked = self
+            .idle_looked_at
+            .is_some_and(|at| at.elapsed() < self.job.passivate_after / 8);
+        let idle = idle_since
+            .filter(|_| !looked)
             .and_then(|idle_since| self.batch_starts.front().filter(|s| s.0 <= idle_since))
             .map(|&(_, uses)| uses);
+        if idle.is_some() {
+            self.idle_looked_at = Some(Instant::now());
+        }
         let excess = self.cache.len().saturating_sub(self.job.max_resident);
         let by_count = if excess > 0 {
             let mut ranks: Vec<u64> = self.cache.values().map(Instance::eviction_rank).collect();

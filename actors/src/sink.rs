@@ -69,6 +69,8 @@ pub struct FileSink {
     name: String,
     path: PathBuf,
     state: Mutex<FileState>,
+    /// The same open file as the writer's, for `fsync` without holding `state`.
+    sync_handle: File,
     written: AtomicU64,
     /// Records of this job found in the file when it was opened.
     pub existing: u64,
@@ -116,6 +118,7 @@ impl FileSink {
             file.set_len(complete_len)?;
             file.sync_data()?;
         }
+        let sync_handle = file.try_clone()?;
         let state = FileState {
             writer: BufWriter::with_capacity(256 << 10, file),
             delivered,
@@ -126,6 +129,7 @@ impl FileSink {
             name: name.to_owned(),
             path: path.to_owned(),
             state: Mutex::new(state),
+            sync_handle,
             written: AtomicU64::new(0),
             existing,
         })
@@ -155,14 +159,19 @@ impl Sink for FileSink {
     }
 
     /// Group commit: one fsync covers every write made before it, whichever shard made them.
+    /// The fsync runs outside the lock: shards go on writing meanwhile.
     fn sync(&self) -> io::Result<()> {
+        let writes = {
+            let mut state = lock(&self.state);
+            if state.synced == state.writes {
+                return Ok(());
+            }
+            state.writer.flush()?;
+            state.writes
+        };
+        self.sync_handle.sync_data()?;
         let mut state = lock(&self.state);
-        if state.synced == state.writes {
-            return Ok(());
-        }
-        state.writer.flush()?;
-        state.writer.get_ref().sync_data()?;
-        state.synced = state.writes;
+        state.synced = state.synced.max(writes);
         Ok(())
     }
 
