@@ -131,11 +131,44 @@ struct ChildReport {
     records: u64,
     /// Wall time of the whole child process as the parent saw it.
     wall: f64,
+    /// CPU time and run-queue wait by thread role, seconds (see [`ThreadRole`]).
+    threads: Vec<(String, f64, f64)>,
 }
 
 impl ChildReport {
     fn rate(&self) -> f64 {
         self.lines as f64 / self.secs.max(1e-9)
+    }
+
+    /// CPU time of the threads of `role` per input line, microseconds.
+    fn cpu_per_line(&self, role: &str) -> Option<f64> {
+        let (_, cpu, _) = self.threads.iter().find(|(r, _, _)| r == role)?;
+        Some(cpu * 1e6 / self.lines.max(1) as f64)
+    }
+}
+
+/// What a thread of a child run does, by its name: the shard workers (`actix-rt…`), the
+/// reader (the main thread: decoding and routing), the sources, the blocking pool (commits,
+/// census), the thread that frees checkpointed batches, and anything else.
+struct ThreadRole;
+
+impl ThreadRole {
+    const ORDER: [&'static str; 6] = ["shards", "reader", "source", "commits", "free", "other"];
+
+    fn of(name: &str, main: bool) -> &'static str {
+        if main {
+            "reader"
+        } else if name.starts_with("actix-rt") {
+            "shards"
+        } else if name.starts_with("source-") {
+            "source"
+        } else if name.starts_with("tokio-rt") {
+            "commits"
+        } else if name == "vigil-free" {
+            "free"
+        } else {
+            "other"
+        }
     }
 }
 
@@ -236,6 +269,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             "  throughput cost of 1 s checkpoints: {:.1}% (target <= 15%)",
             100.0 * (1.0 - on.rate() / off.rate().max(1e-9))
         );
+        if let (Some(on_cpu), Some(off_cpu)) =
+            (on.cpu_per_line("shards"), off.cpu_per_line("shards"))
+        {
+            println!(
+                "  shard threads' CPU per line: {on_cpu:.2} µs with 1 s checkpoints, {off_cpu:.2} µs off (+{:.1}%)",
+                100.0 * (on_cpu / off_cpu.max(1e-9) - 1.0)
+            );
+        }
     }
 
     if want("keys") || want("scale") {
@@ -460,6 +501,18 @@ fn spawn_child(toml: &Path, data: &Path, work: &Path) -> Result<ChildReport> {
             "first_line_secs" => report.first_line_secs = value.parse()?,
             "hwm_kib" => report.hwm_kib = value.parse()?,
             "records" => report.records = value.parse()?,
+            "threads" => {
+                for role in value.split(',') {
+                    let mut parts = role.split(':');
+                    if let (Some(name), Some(cpu), Some(wait)) =
+                        (parts.next(), parts.next(), parts.next())
+                    {
+                        report
+                            .threads
+                            .push((name.to_owned(), cpu.parse()?, wait.parse()?));
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -479,17 +532,25 @@ fn child(topology: &Path) -> Result<ExitCode> {
     let lines = Arc::new(AtomicU64::new(0));
     let first_line = Arc::new(AtomicU64::new(0));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::Builder::new()
+            .name("bench-sampler".into())
+            .spawn(move || sample_threads(&done))?
+    };
     let watcher = {
         let (lines, first_line, done) = (lines.clone(), first_line.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                if lines.load(Ordering::Relaxed) > 0 {
-                    first_line.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    return;
+        std::thread::Builder::new()
+            .name("bench-watcher".into())
+            .spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    if lines.load(Ordering::Relaxed) > 0 {
+                        first_line.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
                 }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        })
+            })?
     };
     let options = RunOptions {
         lines_read: Some(lines),
@@ -500,16 +561,71 @@ fn child(topology: &Path) -> Result<ExitCode> {
     let secs = t.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);
     let _ = watcher.join();
+    let threads = sampler.join().unwrap_or_default();
     let records: u64 = summary.sinks.iter().map(|(_, n)| n).sum();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "BENCH lines={} secs={secs:.6} first_line_secs={:.6} hwm_kib={} records={records}",
+        "BENCH lines={} secs={secs:.6} first_line_secs={:.6} hwm_kib={} records={records} threads={threads}",
         summary.lines_this_run,
         first_line.load(Ordering::Relaxed) as f64 / 1e6,
         vm_hwm_kib().unwrap_or(0)
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Samples every thread's CPU time and run-queue wait (`/proc/self/task/*/schedstat`) every
+/// 20 ms until `done`, and sums them by [`ThreadRole`]: `role:cpu:wait,…` in seconds. A thread
+/// that ends loses at most its last 20 ms; the bench's own threads are left out.
+fn sample_threads(done: &std::sync::atomic::AtomicBool) -> String {
+    let pid = std::process::id().to_string();
+    let mut last: std::collections::HashMap<String, (&'static str, u64, u64)> =
+        std::collections::HashMap::new();
+    loop {
+        let finished = done.load(Ordering::Relaxed);
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for task in tasks.flatten() {
+                let tid = task.file_name().to_string_lossy().into_owned();
+                let (Ok(name), Ok(stat)) = (
+                    std::fs::read_to_string(task.path().join("comm")),
+                    std::fs::read_to_string(task.path().join("schedstat")),
+                ) else {
+                    continue; // ended meanwhile
+                };
+                let name = name.trim_end();
+                if name.starts_with("bench-") {
+                    continue;
+                }
+                let mut fields = stat
+                    .split_whitespace()
+                    .map(|f| f.parse::<u64>().unwrap_or(0));
+                let (cpu, wait) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
+                let role = ThreadRole::of(name, tid == pid);
+                last.insert(tid, (role, cpu, wait));
+            }
+        }
+        if finished {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut by_role = String::new();
+    for role in ThreadRole::ORDER {
+        let (cpu, wait) = last
+            .values()
+            .filter(|(r, _, _)| *r == role)
+            .fold((0, 0), |(c, w), (_, cpu, wait)| (c + cpu, w + wait));
+        if cpu > 0 {
+            let sep = if by_role.is_empty() { "" } else { "," };
+            let _ = write!(
+                by_role,
+                "{sep}{role}:{:.3}:{:.3}",
+                cpu as f64 / 1e9,
+                wait as f64 / 1e9
+            );
+        }
+    }
+    by_role
 }
 
 /// This process's peak resident set size (`VmHWM` in /proc/self/status), KiB.
@@ -574,6 +690,23 @@ fn report(label: &str, r: &ChildReport, ceiling: Option<f64>) {
         fmt_kib(r.hwm_kib),
         r.records
     );
+    if !r.threads.is_empty() {
+        let cpu: Vec<String> = r
+            .threads
+            .iter()
+            .map(|(role, cpu, _)| format!("{role} {:.2}", cpu * 1e6 / r.lines.max(1) as f64))
+            .collect();
+        let wait: Vec<String> = r
+            .threads
+            .iter()
+            .map(|(role, _, wait)| format!("{role} {wait:.2} s"))
+            .collect();
+        println!(
+            "    CPU per line, µs: {}; waiting for a core: {}",
+            cpu.join(", "),
+            wait.join(", ")
+        );
+    }
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
