@@ -131,7 +131,7 @@ struct ChildReport {
     records: u64,
     /// Wall time of the whole child process as the parent saw it.
     wall: f64,
-    /// CPU time and run-queue wait by thread role, seconds (see [`ThreadRole`]).
+    /// CPU time and run-queue wait by thread role, seconds (see [`thread_role`]).
     threads: Vec<(String, f64, f64)>,
 }
 
@@ -147,28 +147,25 @@ impl ChildReport {
     }
 }
 
+/// The roles [`thread_role`] sorts a child run's threads into, in the order reported.
+const THREAD_ROLES: [&str; 6] = ["shards", "reader", "source", "commits", "free", "other"];
+
 /// What a thread of a child run does, by its name: the shard workers (`actix-rt…`), the
 /// reader (the main thread: decoding and routing), the sources, the blocking pool (commits,
 /// census), the thread that frees checkpointed batches, and anything else.
-struct ThreadRole;
-
-impl ThreadRole {
-    const ORDER: [&'static str; 6] = ["shards", "reader", "source", "commits", "free", "other"];
-
-    fn of(name: &str, main: bool) -> &'static str {
-        if main {
-            "reader"
-        } else if name.starts_with("actix-rt") {
-            "shards"
-        } else if name.starts_with("source-") {
-            "source"
-        } else if name.starts_with("tokio-rt") {
-            "commits"
-        } else if name == "vigil-free" {
-            "free"
-        } else {
-            "other"
-        }
+fn thread_role(name: &str, main: bool) -> &'static str {
+    if main {
+        "reader"
+    } else if name.starts_with("actix-rt") {
+        "shards"
+    } else if name.starts_with("source-") {
+        "source"
+    } else if name.starts_with("tokio-rt") {
+        "commits"
+    } else if name == "vigil-free" {
+        "free"
+    } else {
+        "other"
     }
 }
 
@@ -575,7 +572,7 @@ fn child(topology: &Path) -> Result<ExitCode> {
 }
 
 /// Samples every thread's CPU time and run-queue wait (`/proc/self/task/*/schedstat`) every
-/// 20 ms until `done`, and sums them by [`ThreadRole`]: `role:cpu:wait,…` in seconds. A thread
+/// 20 ms until `done`, and sums them by [`thread_role`]: `role:cpu:wait,…` in seconds. A thread
 /// that ends loses at most its last 20 ms; the bench's own threads are left out.
 fn sample_threads(done: &std::sync::atomic::AtomicBool) -> String {
     let pid = std::process::id().to_string();
@@ -600,7 +597,7 @@ fn sample_threads(done: &std::sync::atomic::AtomicBool) -> String {
                     .split_whitespace()
                     .map(|f| f.parse::<u64>().unwrap_or(0));
                 let (cpu, wait) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
-                let role = ThreadRole::of(name, tid == pid);
+                let role = thread_role(name, tid == pid);
                 last.insert(tid, (role, cpu, wait));
             }
         }
@@ -610,7 +607,7 @@ fn sample_threads(done: &std::sync::atomic::AtomicBool) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut by_role = String::new();
-    for role in ThreadRole::ORDER {
+    for role in THREAD_ROLES {
         let (cpu, wait) = last
             .values()
             .filter(|(r, _, _)| *r == role)

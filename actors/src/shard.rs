@@ -1313,9 +1313,10 @@ impl Shard {
                 log_instance(&mut txn, &id, instance, record)?;
             }
         } else {
-            self.relog.clear(); // the scan below finds them
-                                // In key order (`InstanceId`'s order is its bytes' order): passivated instances
-                                // land on the same or neighbouring B-tree pages.
+            // The scan below finds what `relog` names. In key order (`InstanceId`'s order is
+            // its bytes' order): passivated instances land on the same or neighbouring B-tree
+            // pages.
+            self.relog.clear();
             let mut due: Vec<(&InstanceId, &mut Instance)> = self
                 .cache
                 .iter_mut()
