@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 
-use crate::keys::TimerKey;
+use crate::keys::{InstanceId, TimerKey};
 use crate::StorageError;
 
 /// A chunk is written once the entry being built reaches this size.
@@ -48,17 +48,19 @@ impl LoggedRecord {
     }
 }
 
-/// Appends a put record.
+/// Appends a put record of the instance `id`.
 pub(crate) fn put<'a>(
     out: &mut Vec<u8>,
-    id: &[u8],
+    id: &InstanceId,
     record: &[u8],
     stored: bool,
     timers: impl ExactSizeIterator<Item = (i64, &'a str)>,
 ) {
     out.push(PUT);
-    out.extend_from_slice(&(id.len() as u32).to_le_bytes());
-    out.extend_from_slice(id);
+    // The id as `InstanceId::encode` writes it, without building it first.
+    out.extend_from_slice(&((2 + id.key.len()) as u32).to_le_bytes());
+    out.extend_from_slice(&id.template.to_be_bytes());
+    out.extend_from_slice(id.key.as_bytes());
     out.push(stored as u8);
     out.extend_from_slice(&(record.len() as u32).to_le_bytes());
     out.extend_from_slice(record);
@@ -155,19 +157,22 @@ mod tests {
     #[test]
     fn later_records_replace_earlier_ones_and_forgets_remove_them() {
         let mut chunk = Vec::new();
-        put(&mut chunk, b"\0\0a", b"v1", false, [(5, "sla")].into_iter());
-        put(&mut chunk, b"\0\0b", b"b1", true, std::iter::empty());
+        let (a, b) = (InstanceId::new(0, "a"), InstanceId::new(0, "b"));
+        put(&mut chunk, &a, b"v1", false, [(5, "sla")].into_iter());
+        put(&mut chunk, &b, b"b1", true, std::iter::empty());
         put(
             &mut chunk,
-            b"\0\0a",
+            &a,
             b"v2",
             true,
             [(7, "x"), (9, "y")].into_iter(),
         );
-        forget(&mut chunk, b"\0\0b");
+        forget(&mut chunk, &b.encode());
         let mut live = HashMap::new();
         replay(&chunk, &mut live).unwrap();
         assert_eq!(live.len(), 1);
+        // A put names the instance as `InstanceId::encode` does.
+        assert_eq!(a.encode(), b"\0\0a");
         let a = &live[&b"\0\0a"[..]];
         assert_eq!(a.record, b"v2");
         assert!(a.stored);

@@ -355,7 +355,7 @@ impl ShardTxn {
         timers: &[(String, i64)],
     ) -> Result<(), StorageError> {
         let timers = timers.iter().map(|(name, time)| (*time, name.as_str()));
-        log::put(&mut self.entry, &id.encode(), record, stored, timers);
+        log::put(&mut self.entry, id, record, stored, timers);
         self.write_chunk_if_full()
     }
 
