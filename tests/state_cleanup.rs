@@ -54,7 +54,7 @@ fn stored_keys(work: &Workdir) -> Vec<String> {
                 .instances()
                 .unwrap()
                 .into_iter()
-                .map(|(id, _)| id.key),
+                .map(|(id, _)| id.key.to_string()),
         );
     }
     keys.sort();

@@ -971,7 +971,7 @@ impl Shard {
     ) -> Result<(), ShardError> {
         let _span =
             debug_span!("event", seq = event.seq, r#type = %event.type_name, key = %key).entered();
-        let id = InstanceId::new(template, key.as_ref());
+        let id = InstanceId::new(template, key.clone());
         let id_hash = event
             .id
             .as_deref()
@@ -1124,7 +1124,7 @@ impl Shard {
         let letter = DeadLetter {
             reason: Reason::HandlerFailed,
             detail: format!("{what} failed in process `{process}`: {failure}"),
-            key: Some(id.key.clone()),
+            key: Some(id.key.to_string()),
             time: Some(event_time),
             raw,
             source: process.clone(),

@@ -1,17 +1,19 @@
 //! Byte layouts of table keys, chosen so that redb's byte order is the order we scan in.
 
 use crate::StorageError;
+use std::sync::Arc;
 
 /// One process instance: the template (process) it belongs to and its correlation key.
 /// Encoded as `template: u16 BE ++ key bytes`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceId {
     pub template: u16,
-    pub key: String,
+    /// Shared with the event's route key: an id costs no copy of the key per delivery.
+    pub key: Arc<str>,
 }
 
 impl InstanceId {
-    pub fn new(template: u16, key: impl Into<String>) -> InstanceId {
+    pub fn new(template: u16, key: impl Into<Arc<str>>) -> InstanceId {
         InstanceId {
             template,
             key: key.into(),
