@@ -175,30 +175,32 @@ impl Decoder {
                     format!("no key field `{}`", spec.key),
                 ));
             }
-            Some(k) if k.is_string() => match k.as_str().unwrap_or_default() {
-                k if k.is_empty() => {
+            Some(k) => match k.as_str() {
+                Some(text) if text.is_empty() => {
                     return Err(reject(
                         Reason::MissingKey,
                         format!("key field `{}` is empty", spec.key),
                     ));
                 }
-                k => Arc::from(&*k),
+                Some(text) => Arc::from(&*text),
+                // An integer's text, as `serde_json` writes it.
+                None if ty.integer_keys && k.is_integer() => Arc::from(&*k.text()),
+                None => {
+                    let what = k.type_name();
+                    return Err(reject(
+                        Reason::MissingKey,
+                        match ty.integer_keys {
+                            true => format!(
+                                "key field `{}` must be a string or an integer, got {what}",
+                                spec.key
+                            ),
+                            false => {
+                                format!("key field `{}` must be a string, got {what}", spec.key)
+                            }
+                        },
+                    ));
+                }
             },
-            // An integer's text, as `serde_json` writes it.
-            Some(k) if ty.integer_keys && k.is_integer() => Arc::from(&*k.text()),
-            Some(other) => {
-                let what = other.type_name();
-                return Err(reject(
-                    Reason::MissingKey,
-                    match ty.integer_keys {
-                        true => format!(
-                            "key field `{}` must be a string or an integer, got {what}",
-                            spec.key
-                        ),
-                        false => format!("key field `{}` must be a string, got {what}", spec.key),
-                    },
-                ));
-            }
         };
         let with_key = |reason, detail: String, time: Option<Millis>| Rejection {
             reason,

@@ -97,7 +97,7 @@ fn log_instance(
 
 /// What an instance's record adds to the log (the record framing is a few bytes more).
 fn logged_len(id: &InstanceId, record: &[u8]) -> u32 {
-    (record.len() + id.key.len() + 2) as u32
+    (record.len() + id.encoded_len()) as u32
 }
 
 /// The timer that deletes a tombstone once duplicates can no longer arrive.

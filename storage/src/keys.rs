@@ -21,10 +21,20 @@ impl InstanceId {
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(2 + self.key.len());
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// The length of [`InstanceId::encode`]'s bytes.
+    pub fn encoded_len(&self) -> usize {
+        2 + self.key.len()
+    }
+
+    /// Appends [`InstanceId::encode`]'s bytes to `out`.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.template.to_be_bytes());
         out.extend_from_slice(self.key.as_bytes());
-        out
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<InstanceId, StorageError> {

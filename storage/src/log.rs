@@ -57,10 +57,8 @@ pub(crate) fn put<'a>(
     timers: impl ExactSizeIterator<Item = (i64, &'a str)>,
 ) {
     out.push(PUT);
-    // The id as `InstanceId::encode` writes it, without building it first.
-    out.extend_from_slice(&((2 + id.key.len()) as u32).to_le_bytes());
-    out.extend_from_slice(&id.template.to_be_bytes());
-    out.extend_from_slice(id.key.as_bytes());
+    out.extend_from_slice(&(id.encoded_len() as u32).to_le_bytes());
+    id.encode_into(out);
     out.push(stored as u8);
     out.extend_from_slice(&(record.len() as u32).to_le_bytes());
     out.extend_from_slice(record);
