@@ -247,3 +247,75 @@ fn beyond_max_resident_tombstones_leave_memory_before_live_instances() {
     // The 40 open orders, less the one each of the 8 shards kept in memory.
     assert_eq!(read_back, 40 - 8, "{:?}", second.counts);
 }
+
+#[test]
+fn every_timer_of_a_passivated_order_fires_when_one_watermark_step_passes_them() {
+    // ORD-A (two SLAs and its expiry pending) is passivated: one instance in memory, and
+    // ORD-B is used later. Only A's earliest timer is a row of the timer table. One event 55
+    // days on passes all three: the first activates A, which must bring the other two back
+    // and fire them too, though the next timer the scan saw (B's expiry) is later still.
+    let work = Workdir::new();
+    let topology = common::example_with(&[
+        ("shards = 8", "shards = 1"),
+        (
+            "checkpoint_interval = \"1s\"",
+            "checkpoint_interval = \"1s\"\nmax_resident = 1",
+        ),
+        ("expire_after = \"30d\"", "expire_after = \"50d\""),
+        (
+            "within = \"24h\"",
+            "within = \"45d\"\n\n[[processes.order.slas]]\nname = \"PAYMENT_LATE\"\nstep = \"paid\"\nwithin = \"40d\"",
+        ),
+    ]);
+    let shipped = r#","parcel_id":"P1","carrier":"dhl""#;
+    let paid = r#","amount":1.0,"payment_method":"paypal""#;
+    let first_lines = [
+        created("a1", "ORD-A", "2026-11-01T10:00:00Z"),
+        created("b1", "ORD-B", "2026-11-11T10:00:00Z"),
+        line(
+            "PAYMENT_AUTHORIZED",
+            "b2",
+            "ORD-B",
+            "2026-11-11T10:00:00Z",
+            paid,
+        ),
+        line(
+            "PARCEL_SHIPPED",
+            "b3",
+            "ORD-B",
+            "2026-11-11T10:00:00Z",
+            shipped,
+        ),
+    ];
+    write_events(&work, 0, &first_lines);
+    let first = job::run(work.compile(&topology), RunOptions::default()).unwrap();
+    assert_eq!(first.pending_timers, 4, "A: 2 SLAs and expiry; B: expiry");
+    let store = ShardStore::open(&Shard::path(&work.state(), 0)).unwrap();
+    let passivated: Vec<_> = store.read().unwrap().timers().unwrap();
+    drop(store);
+    assert_eq!(
+        passivated.iter().filter(|t| &*t.key == "ORD-A").count(),
+        1,
+        "{passivated:?}"
+    );
+
+    write_events(
+        &work,
+        1,
+        &[created("late", "ORD-LATE", "2026-12-26T10:00:00Z")],
+    );
+    let second = job::run(work.compile(&topology), RunOptions::default()).unwrap();
+    let alerts = std::fs::read_to_string(work.out().join("alerts.jsonl")).unwrap();
+    let a_alerts: Vec<_> = alerts.lines().filter(|l| l.contains("ORD-A")).collect();
+    for alert in ["PAYMENT_LATE", "SLA_BREACHED"] {
+        assert!(
+            a_alerts.iter().any(|l| l.contains(alert)),
+            "{alert} missing: {alerts}"
+        );
+    }
+    assert_eq!(
+        (second.live_instances, second.tombstones),
+        (2, 1),
+        "A expired; B and ORD-LATE are open"
+    );
+}

@@ -369,12 +369,13 @@ struct StoredInstance {
     state: Option<Vec<u8>>,
 }
 
-/// What the census reads of a stored record: whether it is a tombstone. The same layout as
-/// [`StoredInstance`], decoded in place: nothing is allocated or copied.
+/// What the census reads of a stored record: whether it is a tombstone, and how many timers
+/// it has. The same layout as [`StoredInstance`], decoded in place: nothing is allocated or
+/// copied.
 #[derive(Deserialize)]
 struct CensusRecord<'a> {
     #[serde(borrow)]
-    _meta: CensusMeta<'a>,
+    meta: CensusMeta<'a>,
     #[serde(borrow, with = "serde_bytes")]
     state: Option<&'a [u8]>,
 }
@@ -382,20 +383,20 @@ struct CensusRecord<'a> {
 /// [`InstanceMeta`]'s fields, read past.
 #[derive(Deserialize)]
 struct CensusMeta<'a> {
-    _seen: Skipped<u64>,
+    _seen: Counted<u64>,
     #[serde(borrow)]
-    _timers: Skipped<(&'a str, Millis)>,
+    timers: Counted<(&'a str, Millis)>,
     _ended_at: Option<Millis>,
 }
 
-/// A sequence decoded element by element and not kept.
-struct Skipped<T>(std::marker::PhantomData<T>);
+/// A sequence decoded element by element, counted and not kept.
+struct Counted<T>(u64, std::marker::PhantomData<T>);
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Skipped<T> {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Counted<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Elements<T>(std::marker::PhantomData<T>);
         impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Elements<T> {
-            type Value = Skipped<T>;
+            type Value = Counted<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a sequence")
             }
@@ -403,8 +404,11 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Skipped<T> {
                 self,
                 mut seq: A,
             ) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<T>()?.is_some() {}
-                Ok(Skipped(std::marker::PhantomData))
+                let mut count = 0;
+                while seq.next_element::<T>()?.is_some() {
+                    count += 1;
+                }
+                Ok(Counted(count, std::marker::PhantomData))
             }
         }
         deserializer.deserialize_seq(Elements(std::marker::PhantomData))
@@ -937,9 +941,13 @@ impl Shard {
                     self.counts.instances_loaded += 1;
                     let mut instance = self.decode_instance(id.template, &bytes)?;
                     instance.stored = true;
-                    if !instance.meta.timers.is_empty() {
-                        // Its timers move to memory: log them with it after this batch.
+                    if let Some(earliest) = instance.meta.timers.iter().map(|(_, t)| *t).min() {
+                        // Its timers move to memory: log them with it after this batch. Only
+                        // the earliest was in the timer table: the others may be due before
+                        // what the last scan found next.
                         self.txn().activate_timers(id, &instance.meta.timers)?;
+                        self.next_timer =
+                            Some(self.next_timer.map_or(earliest, |t| t.min(earliest)));
                         instance.dirty = true;
                     }
                     instance
@@ -1489,9 +1497,10 @@ fn census(pinned: PinnedCheckpoint, status: &mut ShardStatus) -> Result<(), Stor
         } else {
             status.tombstones += 1;
         }
+        // Counted from the records: the timer table has only a passivated instance's earliest.
+        status.pending_timers += stored.meta.timers.0;
         Ok(())
     })?;
-    status.pending_timers = read.timer_count()?;
     Ok(())
 }
 

@@ -9,8 +9,8 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
 };
 use smallvec::SmallVec;
 
@@ -20,7 +20,8 @@ use crate::StorageError;
 
 /// Passivated process instances: `InstanceId` bytes → the runtime's encoded instance record.
 const INSTANCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("instances.v1");
-/// Durable timers of passivated instances: `TimerKey` bytes → nothing.
+/// The earliest timer of each passivated instance (its others are in its record): `TimerKey`
+/// bytes → nothing.
 const TIMERS: TableDefinition<&[u8], ()> = TableDefinition::new("timers.v1");
 /// Shard metadata: source position, watermark, output sequence, counters.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta.v1");
@@ -38,10 +39,11 @@ pub const CACHE_BYTES: usize = 16 << 20;
 ///
 /// It keeps an instance in one of two places. An instance the shard has in memory is
 /// *logged*: its record (with its timers) is appended to the log after every batch that
-/// changed it, and its timers are kept in memory for the due-timer scan. An instance the shard dropped
-/// from memory is *passivated*: its record is in the instance table, its timers in the timer
-/// table, where activating it finds them. Beginning a transaction reads the log back, so the
-/// shard gets the instances it had in memory at the last checkpoint.
+/// changed it, and its timers are kept in memory for the due-timer scan. An instance the
+/// shard dropped from memory is *passivated*: its record (with its timers) is in the instance
+/// table, and its earliest timer in the timer table, where it fires and activates the
+/// instance. Beginning a transaction reads the log back, so the shard gets the instances it
+/// had in memory at the last checkpoint.
 pub struct ShardStore {
     db: Arc<Database>,
     path: PathBuf,
@@ -360,8 +362,14 @@ impl ShardTxn {
     }
 
     /// Passivates an instance: `record` (if it changed since it was passivated last) goes to
-    /// the instance table and its timers from memory to the timer table; a `logged` instance
-    /// leaves the log.
+    /// the instance table, its timers leave memory, and the earliest of them goes to the
+    /// timer table; a `logged` instance leaves the log.
+    ///
+    /// One timer row per passivated instance, not one per timer: the record holds them all,
+    /// and when the earliest fires it activates the instance, which brings the others back
+    /// into memory ([`ShardTxn::activate_timers`]) before any of them can be due (a due-timer
+    /// scan ends after a row of the table, see [`ShardTxn::due_timers`]). Each row is a
+    /// B-tree insert at the commit: most of the cost of passivating an order with two timers.
     pub fn passivate(
         &mut self,
         id: &InstanceId,
@@ -376,16 +384,21 @@ impl ShardTxn {
                 .instances
                 .insert(encoded.as_slice(), record)?;
         }
+        let mut earliest: Option<Vec<u8>> = None;
         for (name, time) in timers {
-            let encoded = TimerKey::encode_parts(*time, id.template, id.key.as_bytes(), name);
-            self.resident_timers
-                .remove(&ResidentTimer::from_key(&encoded));
-            self.deleted_timers.remove(&encoded);
-            let from = self.timers_from.get_mut();
-            if encoded < *from {
-                from.clone_from(&encoded);
+            let key = TimerKey::encode_parts(*time, id.template, id.key.as_bytes(), name);
+            self.resident_timers.remove(&ResidentTimer::from_key(&key));
+            if earliest.as_ref().is_none_or(|e| key < *e) {
+                earliest = Some(key);
             }
-            self.tables_mut().timers.insert(encoded.as_slice(), ())?;
+        }
+        if let Some(key) = earliest {
+            self.deleted_timers.remove(&key);
+            let from = self.timers_from.get_mut();
+            if key < *from {
+                from.clone_from(&key);
+            }
+            self.tables_mut().timers.insert(key.as_slice(), ())?;
         }
         if logged {
             log::forget(&mut self.entry, &encoded);
@@ -394,10 +407,12 @@ impl ShardTxn {
         Ok(())
     }
 
-    /// Moves the timers of an instance just activated from the instance table out of the
-    /// timer table (deleted there at the commit) into memory.
-    /// The shard must log the instance at the next checkpoint: its timers are then in no
-    /// table.
+    /// Moves the timers of an instance just activated from the instance table into memory;
+    /// its row in the timer table is deleted at the commit. (Every one of its timers is
+    /// deleted there: a file written before passivation kept only the earliest has a row
+    /// per timer.) The caller must know that timers earlier than the next one
+    /// [`ShardTxn::due_timers`] reported may now be due. The shard must log the instance at
+    /// the next checkpoint: its timers are then in no table.
     pub fn activate_timers(
         &mut self,
         id: &InstanceId,
@@ -449,6 +464,10 @@ impl ShardTxn {
 
     /// Up to `limit` timers with `time <= upto`, earliest first (ties by template, key, name),
     /// and the time of the timer after them: what to scan for next, in the same pass.
+    ///
+    /// The list ends after the first row of the timer table (a passivated instance's earliest
+    /// timer): firing it activates the instance, whose other timers then join those in
+    /// memory and may come before the rest of this list.
     pub fn due_timers(&self, upto: i64, limit: usize) -> Result<DueTimers, StorageError> {
         let upto = u64::from_be_bytes(TimerKey::time_prefix(upto));
         let time_of = |key: &[u8]| u64::from_be_bytes(key[..8].try_into().expect("a timer key"));
@@ -462,6 +481,8 @@ impl ShardTxn {
         let mut resident = self.resident_timers.iter().peekable();
         let mut due = DueTimers::default();
         let mut leading = true;
+        // The list has a passivated instance's timer: it ends there.
+        let mut woke = false;
         loop {
             // Rows deleted in this interval are not there any more.
             while let Some(Ok((key, _))) = stored.peek() {
@@ -493,7 +514,7 @@ impl ShardTxn {
                 }
                 (Some(Err(_)), _) => unreachable!("returned above"),
             };
-            if time > upto || due.timers.len() == limit {
+            if time > upto || due.timers.len() == limit || woke {
                 due.next = Some(TimerKey::decode_time(time));
                 break;
             }
@@ -501,6 +522,8 @@ impl ShardTxn {
                 resident.next();
             }
             let timer = if order != Ordering::Greater {
+                // Only in the table (not of an instance in memory): a passivated instance's.
+                woke = order == Ordering::Less;
                 let (key, _) = stored.next().expect("peeked")?;
                 TimerKey::decode(key.value())?
             } else {
@@ -665,12 +688,8 @@ impl ShardReader {
         Ok(count)
     }
 
-    pub fn timer_count(&self) -> Result<u64, StorageError> {
-        let logged: usize = self.log.values().map(|l| l.timers.len()).sum();
-        Ok(self.txn.open_table(TIMERS)?.len()? + logged as u64)
-    }
-
-    /// Every timer, in key (time) order.
+    /// The timers in the timer table (a passivated instance's earliest; its others are in
+    /// its record) and the logged instances' timers, in key (time) order.
     pub fn timers(&self) -> Result<Vec<TimerKey>, StorageError> {
         let mut out = Vec::new();
         for key in self.timer_keys()? {
@@ -716,9 +735,15 @@ impl ShardReader {
                     instances.insert(id, record)?;
                     Ok(())
                 })?;
+                // As passivation writes them: each instance's earliest timer.
                 let mut timers = txn.open_table(TIMERS)?;
-                for key in self.timer_keys()? {
-                    timers.insert(key.as_slice(), ())?;
+                for entry in self.txn.open_table(TIMERS)?.iter()? {
+                    timers.insert(entry?.0.value(), ())?;
+                }
+                for (id, logged) in &self.log {
+                    if let Some(key) = logged.timer_keys(id).min() {
+                        timers.insert(key.as_slice(), ())?;
+                    }
                 }
                 let mut meta = txn.open_table(META)?;
                 for entry in self.txn.open_table(META)?.iter()? {
