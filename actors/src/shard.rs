@@ -8,6 +8,7 @@
 //! timers at the same places and produces the same records with the same sequence numbers.
 
 use foldhash::HashMap;
+use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -456,6 +457,16 @@ impl Instance {
         }
     }
 
+    /// An instance from its stored record (in the instance table or the log).
+    fn decode(job: &JobContext, template: u16, record: &[u8]) -> Result<Instance, StorageError> {
+        let stored: StoredInstance = codec::decode(record)?;
+        let state = stored
+            .state
+            .map(|s| job.templates[template as usize].decode_state(&s))
+            .transpose()?;
+        Ok(Instance::new(stored.meta, state, false))
+    }
+
     fn logged(&self) -> bool {
         self.logged_len > 0
     }
@@ -769,7 +780,7 @@ impl Shard {
         self.touched.clear();
         self.relog.clear();
         for logged in logged {
-            let mut instance = self.decode_instance(logged.id.template, &logged.record)?;
+            let mut instance = Instance::decode(&self.job, logged.id.template, &logged.record)?;
             instance.stored = logged.stored;
             instance.logged_len = logged_len(&logged.id, &logged.record);
             self.uses += 1;
@@ -778,15 +789,6 @@ impl Shard {
         }
         self.changed = false;
         Ok(())
-    }
-
-    fn decode_instance(&self, template: u16, record: &[u8]) -> Result<Instance, StorageError> {
-        let stored: StoredInstance = codec::decode(record)?;
-        let state = stored
-            .state
-            .map(|s| self.job.templates[template as usize].decode_state(&s))
-            .transpose()?;
-        Ok(Instance::new(stored.meta, state, false))
     }
 
     fn txn(&mut self) -> &mut ShardTxn {
@@ -933,34 +935,38 @@ impl Shard {
         Ok(())
     }
 
-    /// Loads an instance into the cache: from the cache, from redb, or new.
+    /// Loads an instance into the cache: from the cache, from redb, or new. (One lookup in
+    /// the cache: it is the shard's largest table, and each delivery activates.)
     fn activate(&mut self, id: &InstanceId) -> Result<&mut Instance, StorageError> {
-        if !self.cache.contains_key(id) {
-            let instance = match self.txn.as_ref().expect("recovered").instance(id)? {
-                Some(bytes) => {
-                    self.counts.instances_loaded += 1;
-                    let mut instance = self.decode_instance(id.template, &bytes)?;
-                    instance.stored = true;
-                    if let Some(earliest) = instance.meta.timers.iter().map(|(_, t)| *t).min() {
-                        // Its timers move to memory: log them with it after this batch. Only
-                        // the earliest was in the timer table: the others may be due before
-                        // what the last scan found next.
-                        self.txn().activate_timers(id, &instance.meta.timers)?;
-                        self.next_timer =
-                            Some(self.next_timer.map_or(earliest, |t| t.min(earliest)));
-                        instance.dirty = true;
+        let instance = match self.cache.entry(id.clone()) {
+            Entry::Occupied(cached) => cached.into_mut(),
+            Entry::Vacant(vacant) => {
+                let txn = self.txn.as_mut().expect("recovered");
+                let instance = match txn.instance(id)? {
+                    Some(bytes) => {
+                        self.counts.instances_loaded += 1;
+                        let mut instance = Instance::decode(&self.job, id.template, &bytes)?;
+                        instance.stored = true;
+                        if let Some(earliest) = instance.meta.timers.iter().map(|(_, t)| *t).min() {
+                            // Its timers move to memory: log them with it after this batch.
+                            // Only the earliest was in the timer table: the others may be due
+                            // before what the last scan found next.
+                            txn.activate_timers(id, &instance.meta.timers)?;
+                            self.next_timer =
+                                Some(self.next_timer.map_or(earliest, |t| t.min(earliest)));
+                            instance.dirty = true;
+                        }
+                        instance
                     }
-                    instance
-                }
-                None => {
-                    self.counts.instances_started += 1;
-                    let state = self.job.templates[id.template as usize].new_state();
-                    Instance::new(InstanceMeta::default(), Some(state), true)
-                }
-            };
-            self.cache.insert(id.clone(), instance);
-        }
-        let instance = self.cache.get_mut(id).expect("inserted above");
+                    None => {
+                        self.counts.instances_started += 1;
+                        let state = self.job.templates[id.template as usize].new_state();
+                        Instance::new(InstanceMeta::default(), Some(state), true)
+                    }
+                };
+                vacant.insert(instance)
+            }
+        };
         self.uses += 1;
         instance.last_used = self.uses;
         if !instance.touched {
