@@ -145,6 +145,12 @@ impl ChildReport {
         let (_, cpu, _) = self.threads.iter().find(|(r, _, _)| r == role)?;
         Some(cpu * 1e6 / self.lines.max(1) as f64)
     }
+
+    /// CPU time of all threads per input line, microseconds.
+    fn cpu_per_line_all(&self) -> Option<f64> {
+        let cpu: f64 = self.threads.iter().map(|(_, cpu, _)| cpu).sum();
+        (!self.threads.is_empty()).then(|| cpu * 1e6 / self.lines.max(1) as f64)
+    }
 }
 
 /// The roles [`thread_role`] sorts a child run's threads into, in the order reported.
@@ -217,54 +223,80 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         println!("note: fewer than 1 million lines; raise --orders for the issue's workload");
     }
 
-    let mut ceiling = None;
-    if want("ceiling") {
-        let files = event_files(&data)?;
-        let runs: Vec<f64> = (0..args.reps)
-            .map(|_| parse_ceiling(&files))
-            .collect::<Result<_>>()?;
-        let rate = median(runs.clone());
+    // The shop configurations run in rounds, one run of each (and of the ceiling) per round,
+    // and every ratio is the median of the ratios within a round: the machine's load drifts
+    // over minutes, and a ratio of runs far apart measures the drift too.
+    let mut shop_configs = Vec::new();
+    let config = |name: &'static str, topology: String| Config {
+        name,
+        topology,
+        data: data.clone(),
+    };
+    if want("full") {
+        shop_configs.push(config("full-w1", full_topology(1, CHECKPOINTS_1S)));
+        shop_configs.push(config("full-wall", full_topology(0, CHECKPOINTS_1S)));
+        shop_configs.push(config(
+            "fulfilment-w1",
+            topology_with(ORDER_FULFILMENT, 1, CHECKPOINTS_1S),
+        ));
+    }
+    if want("checkpoint") {
+        if !want("full") {
+            shop_configs.push(config("full-w1", full_topology(1, CHECKPOINTS_1S)));
+        }
+        shop_configs.push(config("full-w1-nockpt", full_topology(1, CHECKPOINTS_OFF)));
+    }
+    let ceiling_files = if want("ceiling") {
+        Some(event_files(&data)?)
+    } else {
+        None
+    };
+    if ceiling_files.is_some() || !shop_configs.is_empty() {
+        println!(
+            "\n== shop workload: {} round(s), each a run of the ceiling and of every configuration below, in turn; ratios are medians of the ratios within a round",
+            args.reps
+        );
+    }
+    let shop = run_rounds(&dir, &shop_configs, args.reps, ceiling_files.as_deref())?;
+    if let Some(ceiling) = shop.ceiling() {
         println!(
             "\n== ceiling: read + serde_json::from_str::<Value> per line, one thread\n  {} events/s (runs: {})",
-            fmt_rate(rate),
-            runs.iter().map(|r| fmt_rate(*r)).collect::<Vec<_>>().join(", ")
+            fmt_rate(ceiling),
+            shop.ceiling.iter().map(|r| fmt_rate(*r)).collect::<Vec<_>>().join(", ")
         );
-        ceiling = Some(rate);
     }
-
-    // A configuration run on the shop workload.
-    let shop = |name: &str, topology: &str| measure(&dir, name, topology, &data, args.reps);
-    let mut full_one = None;
+    let of_ceiling = |name: &str| shop.ratio_to_ceiling(name);
     if want("full") {
         println!("\n== full topology: order-fulfilment + velocity window + 2 patterns, file source and sinks, checkpoints every 1 s");
-        let one = shop("full-w1", &full_topology(1, CHECKPOINTS_1S))?;
-        report("1 worker thread", &one, ceiling);
-        let all = shop("full-wall", &full_topology(0, CHECKPOINTS_1S))?;
-        report("all cores (workers = 0)", &all, ceiling);
+        report(
+            "1 worker thread",
+            &shop.median("full-w1"),
+            of_ceiling("full-w1"),
+        );
+        report(
+            "all cores (workers = 0)",
+            &shop.median("full-wall"),
+            of_ceiling("full-wall"),
+        );
         println!(
             "  all cores / 1 worker: {:.2}x",
-            all.rate() / one.rate().max(1e-9)
+            shop.ratio("full-wall", "full-w1")
         );
-        let fulfilment = shop(
-            "fulfilment-w1",
-            &topology_with(ORDER_FULFILMENT, 1, CHECKPOINTS_1S),
-        )?;
-        report("order-fulfilment alone, 1 worker", &fulfilment, ceiling);
-        full_one = Some(one);
+        report(
+            "order-fulfilment alone, 1 worker",
+            &shop.median("fulfilment-w1"),
+            of_ceiling("fulfilment-w1"),
+        );
     }
 
     if want("checkpoint") {
         println!("\n== checkpoint overhead: full topology, 1 worker, checkpoint_interval 1s vs 1h and no early checkpoints (only the final one)");
-        let on = match &full_one {
-            Some(r) => r.clone(),
-            None => shop("full-w1", &full_topology(1, CHECKPOINTS_1S))?,
-        };
-        let off = shop("full-w1-nockpt", &full_topology(1, CHECKPOINTS_OFF))?;
-        report("checkpoints every 1 s", &on, ceiling);
-        report("checkpoints off", &off, ceiling);
+        let (on, off) = (shop.median("full-w1"), shop.median("full-w1-nockpt"));
+        report("checkpoints every 1 s", &on, of_ceiling("full-w1"));
+        report("checkpoints off", &off, of_ceiling("full-w1-nockpt"));
         println!(
             "  throughput cost of 1 s checkpoints: {:.1}% (target <= 15%)",
-            100.0 * (1.0 - on.rate() / off.rate().max(1e-9))
+            100.0 * (1.0 - shop.ratio("full-w1", "full-w1-nockpt"))
         );
         if let (Some(on_cpu), Some(off_cpu)) =
             (on.cpu_per_line("shards"), off.cpu_per_line("shards"))
@@ -288,17 +320,37 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         let topology = topology_with(ORDER_FULFILMENT, 1, CHECKPOINTS_1S);
         if want("keys") {
-            println!("\n== key scaling: {events} ORDER_CREATED events over N distinct order numbers, order-fulfilment, 1 worker");
-            let s = measure(&dir, "keys-small", &topology, &small, args.reps)?;
+            println!("\n== key scaling: {events} ORDER_CREATED events over N distinct order numbers, order-fulfilment, 1 worker; {} round(s) of one run each", args.reps);
+            let configs = [
+                Config {
+                    name: "keys-small",
+                    topology: topology.clone(),
+                    data: small,
+                },
+                Config {
+                    name: "keys-large",
+                    topology: topology.clone(),
+                    data: large.clone(),
+                },
+            ];
+            let keys = run_rounds(&dir, &configs, args.reps, None)?;
+            let (s, l) = (keys.median("keys-small"), keys.median("keys-large"));
             report(&format!("{} keys", args.keys_small), &s, None);
-            let l = measure(&dir, "keys-large", &topology, &large, args.reps)?;
             report(&format!("{} keys", args.keys_large), &l, None);
             println!(
                 "  {} keys / {} keys throughput: {:.2} (target >= 0.5)",
                 args.keys_large,
                 args.keys_small,
-                l.rate() / s.rate().max(1e-9)
+                keys.ratio("keys-large", "keys-small")
             );
+            if let (Some(s_cpu), Some(l_cpu)) = (s.cpu_per_line_all(), l.cpu_per_line_all()) {
+                println!(
+                    "  CPU per line, all threads: {s_cpu:.2} µs with {} keys, {l_cpu:.2} µs with {} keys ({:.2})",
+                    args.keys_small,
+                    args.keys_large,
+                    s_cpu / l_cpu.max(1e-9)
+                );
+            }
         }
         if want("scale") {
             println!("\n== scale: {} open orders (ORDER_CREATED only, none finished), then a restart over that state", args.keys_large);
@@ -422,27 +474,99 @@ fn parse_ceiling(files: &[PathBuf]) -> Result<f64> {
     Ok(lines as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Runs `topology` over `data` `reps` times, each in a fresh state and output directory;
-/// returns the run with the median throughput.
-fn measure(
-    dir: &Path,
-    name: &str,
-    topology: &str,
-    data: &Path,
-    reps: usize,
-) -> Result<ChildReport> {
-    let toml = dir.join(format!("{name}.toml"));
-    std::fs::write(&toml, topology)?;
-    let mut runs = Vec::new();
-    for _ in 0..reps.max(1) {
-        let work = dir.join("runs").join(name);
-        let _ = std::fs::remove_dir_all(&work);
-        runs.push(spawn_child(&toml, data, &work)?);
+/// A configuration measured by [`run_rounds`]: a topology over a data directory.
+struct Config {
+    name: &'static str,
+    topology: String,
+    data: PathBuf,
+}
+
+/// The runs of [`run_rounds`]: of each configuration, and the ceiling's, in round order.
+struct Rounds {
+    runs: Vec<(&'static str, Vec<ChildReport>)>,
+    ceiling: Vec<f64>,
+}
+
+impl Rounds {
+    fn runs(&self, name: &str) -> &[ChildReport] {
+        let (_, runs) = self
+            .runs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("a measured configuration");
+        runs
     }
-    let rates: Vec<String> = runs.iter().map(|r| fmt_rate(r.rate())).collect();
-    println!("  [{name}] runs: {} lines/s", rates.join(", "));
-    runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
-    Ok(runs[runs.len() / 2].clone())
+
+    /// The run with the median throughput.
+    fn median(&self, name: &str) -> ChildReport {
+        let mut runs = self.runs(name).to_vec();
+        runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+        runs[runs.len() / 2].clone()
+    }
+
+    /// The median over rounds of `a`'s throughput divided by `b`'s in the same round.
+    fn ratio(&self, a: &str, b: &str) -> f64 {
+        let ratios = self
+            .runs(a)
+            .iter()
+            .zip(self.runs(b))
+            .map(|(a, b)| a.rate() / b.rate().max(1e-9))
+            .collect();
+        median(ratios)
+    }
+
+    /// The median ceiling, if it was measured.
+    fn ceiling(&self) -> Option<f64> {
+        (!self.ceiling.is_empty()).then(|| median(self.ceiling.clone()))
+    }
+
+    /// The median over rounds of `name`'s throughput divided by the round's ceiling.
+    fn ratio_to_ceiling(&self, name: &str) -> Option<f64> {
+        if self.ceiling.is_empty() {
+            return None;
+        }
+        let ratios = self
+            .runs(name)
+            .iter()
+            .zip(&self.ceiling)
+            .map(|(run, ceiling)| run.rate() / ceiling.max(1e-9))
+            .collect();
+        Some(median(ratios))
+    }
+}
+
+/// Runs `reps` rounds: in each, the ceiling over `ceiling_files` (if given), then every
+/// configuration once, each in a fresh state and output directory. Prints every
+/// configuration's runs.
+fn run_rounds(
+    dir: &Path,
+    configs: &[Config],
+    reps: usize,
+    ceiling_files: Option<&[PathBuf]>,
+) -> Result<Rounds> {
+    let mut rounds = Rounds {
+        runs: configs.iter().map(|c| (c.name, Vec::new())).collect(),
+        ceiling: Vec::new(),
+    };
+    for config in configs {
+        std::fs::write(dir.join(format!("{}.toml", config.name)), &config.topology)?;
+    }
+    for _ in 0..reps.max(1) {
+        if let Some(files) = ceiling_files {
+            rounds.ceiling.push(parse_ceiling(files)?);
+        }
+        for (config, (_, runs)) in configs.iter().zip(&mut rounds.runs) {
+            let work = dir.join("runs").join(config.name);
+            let _ = std::fs::remove_dir_all(&work);
+            let toml = dir.join(format!("{}.toml", config.name));
+            runs.push(spawn_child(&toml, &config.data, &work)?);
+        }
+    }
+    for (name, runs) in &rounds.runs {
+        let rates: Vec<String> = runs.iter().map(|r| fmt_rate(r.rate())).collect();
+        println!("  [{name}] runs: {} lines/s", rates.join(", "));
+    }
+    Ok(rounds)
 }
 
 /// This `vigil` binary as a child process with its outputs and state under `work`, logging
@@ -675,9 +799,10 @@ fn scale_run(dir: &Path, topology: &str, data: &Path) -> Result<(ChildReport, Ch
     Ok((first, restart?))
 }
 
-fn report(label: &str, r: &ChildReport, ceiling: Option<f64>) {
-    let ratio = ceiling
-        .map(|c| format!(", {:.1}% of the ceiling", 100.0 * r.rate() / c))
+/// Prints a configuration's median run; `of_ceiling`: its throughput over the ceiling's.
+fn report(label: &str, r: &ChildReport, of_ceiling: Option<f64>) {
+    let ratio = of_ceiling
+        .map(|ratio| format!(", {:.1}% of the ceiling", 100.0 * ratio))
         .unwrap_or_default();
     println!(
         "  {label}: {} lines/s ({} lines in {:.2} s{ratio}); peak RSS {}; {} records",
@@ -870,4 +995,40 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(lines: u64, secs: f64) -> ChildReport {
+        ChildReport {
+            lines,
+            secs,
+            ..ChildReport::default()
+        }
+    }
+
+    #[test]
+    fn ratios_are_medians_of_the_ratios_within_a_round() {
+        // `a` runs at half `b`'s rate in two rounds; in the third, the machine slows `a` down
+        // more. The ratio of the medians (60 / 200 lines/s) would say 0.3.
+        let rounds = Rounds {
+            runs: vec![
+                ("a", vec![run(100, 1.0), run(100, 4.0), run(60, 1.0)]),
+                ("b", vec![run(100, 0.5), run(100, 2.0), run(200, 1.0)]),
+            ],
+            ceiling: vec![400.0, 100.0, 300.0],
+        };
+        assert_eq!(rounds.ratio("a", "b"), 0.5);
+        assert_eq!(rounds.median("a").rate(), 60.0);
+        // 0.25, 0.25 and 0.2 of the round's ceiling; the medians would say 60 / 300.
+        assert_eq!(rounds.ratio_to_ceiling("a"), Some(0.25));
+        assert_eq!(rounds.ceiling(), Some(300.0));
+        let without = Rounds {
+            ceiling: Vec::new(),
+            ..rounds
+        };
+        assert_eq!(without.ratio_to_ceiling("a"), None);
+    }
 }
