@@ -28,6 +28,28 @@ fn cancelled(id: &str, order: &str, time: &str) -> String {
     line("ORDER_CANCELLED", id, order, time, "")
 }
 
+/// The order paid (1.0 by paypal).
+fn paid(id: &str, order: &str, time: &str) -> String {
+    line(
+        "PAYMENT_AUTHORIZED",
+        id,
+        order,
+        time,
+        r#","amount":1.0,"payment_method":"paypal""#,
+    )
+}
+
+/// The order's one parcel (`P1`) shipped.
+fn shipped(id: &str, order: &str, time: &str) -> String {
+    line(
+        "PARCEL_SHIPPED",
+        id,
+        order,
+        time,
+        r#","parcel_id":"P1","carrier":"dhl""#,
+    )
+}
+
 /// Writes the input file `events-NNNN.jsonl`.
 fn write_events(work: &Workdir, file: u32, lines: &[String]) {
     std::fs::create_dir_all(work.data()).unwrap();
@@ -64,19 +86,12 @@ fn stored_keys(work: &Workdir) -> Vec<String> {
 #[test]
 fn ended_instances_are_deleted_and_their_tombstones_purged() {
     let work = Workdir::new();
-    let parcel = r#","parcel_id":"P1","carrier":"dhl""#;
     let lines = [
         created("a1", "ORD-DONE", "2026-11-02T10:00:00Z"),
         created("b1", "ORD-CANCELLED", "2026-11-02T10:01:00Z"),
         created("c1", "ORD-OPEN", "2026-11-02T10:02:00Z"),
         cancelled("b2", "ORD-CANCELLED", "2026-11-02T11:00:00Z"),
-        line(
-            "PARCEL_SHIPPED",
-            "a2",
-            "ORD-DONE",
-            "2026-11-02T12:00:00Z",
-            parcel,
-        ),
+        shipped("a2", "ORD-DONE", "2026-11-02T12:00:00Z"),
         line(
             "PARCEL_DELIVERED",
             "a3",
@@ -93,13 +108,7 @@ fn ended_instances_are_deleted_and_their_tombstones_purged() {
             r#","parcel_id":"P1""#,
         ),
         // Time moves on: past the 2 h dedup retention of both ended orders.
-        line(
-            "PARCEL_SHIPPED",
-            "c2",
-            "ORD-OPEN",
-            "2026-11-03T11:30:00Z",
-            parcel,
-        ),
+        shipped("c2", "ORD-OPEN", "2026-11-03T11:30:00Z"),
     ];
     write_events(&work, 0, &lines);
     let summary = job::run(work.compile(EXAMPLE), RunOptions::default()).unwrap();
@@ -230,18 +239,10 @@ fn beyond_max_resident_tombstones_leave_memory_before_live_instances() {
     let first = job::run(work.compile(&topology), RunOptions::default()).unwrap();
     assert_eq!((first.live_instances, first.tombstones), (40, 40));
 
-    let paid: Vec<String> = (0..40)
-        .map(|i| {
-            line(
-                "PAYMENT_AUTHORIZED",
-                &format!("p{i}"),
-                &order(i),
-                "2026-11-02T10:40:00Z",
-                r#","amount":1.0,"payment_method":"paypal""#,
-            )
-        })
+    let payments: Vec<String> = (0..40)
+        .map(|i| paid(&format!("p{i}"), &order(i), "2026-11-02T10:40:00Z"))
         .collect();
-    write_events(&work, 1, &paid);
+    write_events(&work, 1, &payments);
     let second = job::run(work.compile(&topology), RunOptions::default()).unwrap();
     let read_back = second.counts.instances_loaded - first.counts.instances_loaded;
     // The 40 open orders, less the one each of the 8 shards kept in memory.
@@ -267,25 +268,11 @@ fn every_timer_of_a_passivated_order_fires_when_one_watermark_step_passes_them()
             "within = \"45d\"\n\n[[processes.order.slas]]\nname = \"PAYMENT_LATE\"\nstep = \"paid\"\nwithin = \"40d\"",
         ),
     ]);
-    let shipped = r#","parcel_id":"P1","carrier":"dhl""#;
-    let paid = r#","amount":1.0,"payment_method":"paypal""#;
     let first_lines = [
         created("a1", "ORD-A", "2026-11-01T10:00:00Z"),
         created("b1", "ORD-B", "2026-11-11T10:00:00Z"),
-        line(
-            "PAYMENT_AUTHORIZED",
-            "b2",
-            "ORD-B",
-            "2026-11-11T10:00:00Z",
-            paid,
-        ),
-        line(
-            "PARCEL_SHIPPED",
-            "b3",
-            "ORD-B",
-            "2026-11-11T10:00:00Z",
-            shipped,
-        ),
+        paid("b2", "ORD-B", "2026-11-11T10:00:00Z"),
+        shipped("b3", "ORD-B", "2026-11-11T10:00:00Z"),
     ];
     write_events(&work, 0, &first_lines);
     let first = job::run(work.compile(&topology), RunOptions::default()).unwrap();
