@@ -504,15 +504,14 @@ impl Rounds {
         runs[runs.len() / 2].clone()
     }
 
+    /// `name`'s throughput in each round.
+    fn rates(&self, name: &str) -> impl Iterator<Item = f64> + '_ {
+        self.runs(name).iter().map(ChildReport::rate)
+    }
+
     /// The median over rounds of `a`'s throughput divided by `b`'s in the same round.
     fn ratio(&self, a: &str, b: &str) -> f64 {
-        let ratios = self
-            .runs(a)
-            .iter()
-            .zip(self.runs(b))
-            .map(|(a, b)| a.rate() / b.rate().max(1e-9))
-            .collect();
-        median(ratios)
+        median_of_ratios(self.rates(a), self.rates(b))
     }
 
     /// The median ceiling, if it was measured.
@@ -522,17 +521,14 @@ impl Rounds {
 
     /// The median over rounds of `name`'s throughput divided by the round's ceiling.
     fn ratio_to_ceiling(&self, name: &str) -> Option<f64> {
-        if self.ceiling.is_empty() {
-            return None;
-        }
-        let ratios = self
-            .runs(name)
-            .iter()
-            .zip(&self.ceiling)
-            .map(|(run, ceiling)| run.rate() / ceiling.max(1e-9))
-            .collect();
-        Some(median(ratios))
+        (!self.ceiling.is_empty())
+            .then(|| median_of_ratios(self.rates(name), self.ceiling.iter().copied()))
     }
+}
+
+/// The median of `a[i] / b[i]`: ratios of runs in the same round.
+fn median_of_ratios(a: impl Iterator<Item = f64>, b: impl Iterator<Item = f64>) -> f64 {
+    median(a.zip(b).map(|(a, b)| a / b.max(1e-9)).collect())
 }
 
 /// Runs `reps` rounds: in each, the ceiling over `ceiling_files` (if given), then every
@@ -548,18 +544,20 @@ fn run_rounds(
         runs: configs.iter().map(|c| (c.name, Vec::new())).collect(),
         ceiling: Vec::new(),
     };
+    let mut tomls = Vec::with_capacity(configs.len());
     for config in configs {
-        std::fs::write(dir.join(format!("{}.toml", config.name)), &config.topology)?;
+        let toml = dir.join(format!("{}.toml", config.name));
+        std::fs::write(&toml, &config.topology)?;
+        tomls.push(toml);
     }
     for _ in 0..reps.max(1) {
         if let Some(files) = ceiling_files {
             rounds.ceiling.push(parse_ceiling(files)?);
         }
-        for (config, (_, runs)) in configs.iter().zip(&mut rounds.runs) {
+        for ((config, toml), (_, runs)) in configs.iter().zip(&tomls).zip(&mut rounds.runs) {
             let work = dir.join("runs").join(config.name);
             let _ = std::fs::remove_dir_all(&work);
-            let toml = dir.join(format!("{}.toml", config.name));
-            runs.push(spawn_child(&toml, &config.data, &work)?);
+            runs.push(spawn_child(toml, &config.data, &work)?);
         }
     }
     for (name, runs) in &rounds.runs {

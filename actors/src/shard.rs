@@ -498,6 +498,12 @@ struct Prepared {
     commit_us: u64,
 }
 
+/// Lowers the shard's bound on the earliest timer (`Shard::next_timer`) to `time`: a timer
+/// at `time` is now in memory.
+fn lower_to(next_timer: &mut Option<Millis>, time: Millis) {
+    *next_timer = Some(next_timer.map_or(time, |t| t.min(time)));
+}
+
 /// The timer `name` of instance `id`, at `time`.
 fn timer_of<'a>(id: &'a InstanceId, name: &'a str, time: Millis) -> TimerRef<'a> {
     TimerRef {
@@ -952,8 +958,7 @@ impl Shard {
                             // Only the earliest was in the timer table: the others may be due
                             // before what the last scan found next.
                             txn.activate_timers(id, &instance.meta.timers)?;
-                            self.next_timer =
-                                Some(self.next_timer.map_or(earliest, |t| t.min(earliest)));
+                            lower_to(&mut self.next_timer, earliest);
                             instance.dirty = true;
                         }
                         instance
@@ -1180,7 +1185,7 @@ impl Shard {
     }
 
     fn set_timer(&mut self, timer: TimerRef<'_>) -> Result<(), ShardError> {
-        self.next_timer = Some(self.next_timer.map_or(timer.time, |t| t.min(timer.time)));
+        lower_to(&mut self.next_timer, timer.time);
         Ok(self.txn().set_timer(timer)?)
     }
 
