@@ -33,6 +33,15 @@ struct Slot {
     value: Span,
 }
 
+impl Slot {
+    fn name_len(&self) -> usize {
+        match &self.name {
+            Name::At(span) => (span.end - span.start) as usize,
+            Name::Unescaped(name) => name.len(),
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Span {
     start: u32,
@@ -91,10 +100,12 @@ impl Payload {
         if let Some((_, value)) = self.derived.iter().rev().find(|(n, _)| n == name) {
             return Some(Field::Value(value));
         }
+        // The length first, from the span: the text (memory the reader thread wrote) is read
+        // only for names of the right length.
         self.fields
             .iter()
             .rev()
-            .find(|slot| self.name(slot) == name)
+            .find(|slot| slot.name_len() == name.len() && self.name(slot) == name)
             .map(|slot| Field::Text(self.slice(slot.value)))
     }
 

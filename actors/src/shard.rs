@@ -30,7 +30,9 @@ use crate::record::Record;
 use crate::sink::Sinks;
 use crate::source::Cursor;
 use crate::sync::{lock, Mutex};
-use crate::template::{AnyState, Context as InstanceContext, DynTemplate, TemplateError};
+use crate::template::{
+    AnyState, Context as InstanceContext, DynTemplate, TemplateError, TimerName, Timers,
+};
 use crate::time::{Millis, MIN_TIME};
 
 /// Why a shard stopped. Each makes the shard roll back to its last checkpoint and restart;
@@ -356,7 +358,7 @@ struct InstanceMeta {
     /// Hashes of the event ids seen, to ignore duplicates.
     seen: Vec<u64>,
     /// The instance's timers (name, time).
-    timers: Vec<(String, Millis)>,
+    timers: Timers,
     /// Set once the instance has ended: it is a tombstone until its purge timer.
     ended_at: Option<Millis>,
 }
@@ -520,7 +522,7 @@ struct Passivated {
     /// Where in [`Prepared::records`] its record is, if it changed since it was stored.
     record: Option<std::ops::Range<usize>>,
     logged: bool,
-    timers: Vec<(String, Millis)>,
+    timers: Timers,
 }
 
 impl Prepared {
@@ -567,7 +569,7 @@ struct HandlerCall<'a> {
 struct Handled {
     outputs: Vec<Record>,
     /// Each timer it set or cancelled, with its time before the call.
-    timers_before: Vec<(String, Option<Millis>)>,
+    timers_before: Vec<(TimerName, Option<Millis>)>,
 }
 
 /// Why a handler call failed.
@@ -584,7 +586,7 @@ impl HandlerCall<'_> {
     fn attempt_on_copies(
         &self,
         state: &mut AnyState,
-        timers: &mut Vec<(String, Millis)>,
+        timers: &mut Timers,
         max_retries: u32,
     ) -> Result<Handled, String> {
         let mut failure = String::new();
@@ -609,7 +611,7 @@ impl HandlerCall<'_> {
     fn attempt(
         &self,
         state: &mut AnyState,
-        timers: &mut Vec<(String, Millis)>,
+        timers: &mut Timers,
     ) -> Result<Handled, HandlerFailure> {
         let mut outputs = Vec::new();
         let result = catch_unwind(AssertUnwindSafe(|| {
@@ -1029,7 +1031,7 @@ impl Shard {
         let instance = self.cache.get_mut(id).expect("activated");
         instance.state = Some(template.new_state());
         instance.meta.ended_at = None;
-        let purge: Vec<(String, Millis)> = instance
+        let purge: Timers = instance
             .meta
             .timers
             .iter()
@@ -1095,7 +1097,7 @@ impl Shard {
         instance.dirty = true;
         let complete = template.is_complete(state);
         // Only the timers that changed touch the timer index (usually none).
-        let moved: Vec<(String, Option<Millis>, Option<Millis>)> = handled
+        let moved: Vec<(TimerName, Option<Millis>, Option<Millis>)> = handled
             .timers_before
             .into_iter()
             .filter_map(|(name, before)| {
@@ -1172,10 +1174,7 @@ impl Shard {
         instance.state = None;
         instance.meta.ended_at = Some(at);
         let purge_at = at.max(self.watermark).saturating_add(retention);
-        instance
-            .meta
-            .timers
-            .push((PURGE_TIMER.to_owned(), purge_at));
+        instance.meta.timers.push((PURGE_TIMER.into(), purge_at));
         instance.dirty = true;
         self.counts.instances_ended += 1;
         for (name, time) in &timers {

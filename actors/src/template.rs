@@ -155,15 +155,20 @@ pub trait Template: Send + Sync + 'static {
     }
 }
 
+pub use vigil_storage::TimerName;
+
+/// An instance's timers: each one's name and the event time it fires at.
+pub type Timers = Vec<(TimerName, Millis)>;
+
 /// What a handler may do besides changing its state: emit records and manage its timers.
 pub struct Context<'a> {
     key: &'a str,
     time: Millis,
     watermark: Millis,
     pub(crate) outputs: &'a mut Vec<Record>,
-    pub(crate) timers: &'a mut Vec<(String, Millis)>,
+    pub(crate) timers: &'a mut Timers,
     /// Each timer this call set or cancelled, once, with its time before the call.
-    pub(crate) timers_before: Vec<(String, Option<Millis>)>,
+    pub(crate) timers_before: Vec<(TimerName, Option<Millis>)>,
 }
 
 impl<'a> Context<'a> {
@@ -172,7 +177,7 @@ impl<'a> Context<'a> {
         time: Millis,
         watermark: Millis,
         outputs: &'a mut Vec<Record>,
-        timers: &'a mut Vec<(String, Millis)>,
+        timers: &'a mut Timers,
     ) -> Context<'a> {
         Context {
             key,
@@ -189,7 +194,7 @@ impl<'a> Context<'a> {
         key: &'a str,
         time: Millis,
         outputs: &'a mut Vec<Record>,
-        timers: &'a mut Vec<(String, Millis)>,
+        timers: &'a mut Timers,
     ) -> Context<'a> {
         Context {
             key,
@@ -232,7 +237,7 @@ impl<'a> Context<'a> {
         self.note_change(name);
         match self.timers.iter_mut().find(|(n, _)| n == name) {
             Some(timer) => timer.1 = at,
-            None => self.timers.push((name.to_owned(), at)),
+            None => self.timers.push((name.into(), at)),
         }
     }
 
@@ -248,7 +253,7 @@ impl<'a> Context<'a> {
     fn note_change(&mut self, name: &str) {
         if !self.timers_before.iter().any(|(n, _)| n == name) {
             let before = self.timer(name);
-            self.timers_before.push((name.to_owned(), before));
+            self.timers_before.push((name.into(), before));
         }
     }
 

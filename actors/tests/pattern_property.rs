@@ -22,7 +22,7 @@ use vigil_actors::record::{Record, RecordKind};
 use vigil_actors::spec::{
     Contiguity, FieldPath, Occurs, PatternSpec, PatternStepSpec, PatternTemplateSpec, SkipStrategy,
 };
-use vigil_actors::template::{Context, Template};
+use vigil_actors::template::{Context, Template, Timers};
 use vigil_actors::templates::pattern::{PatternState, PatternTemplate};
 use vigil_actors::time::{format_rfc3339, Millis};
 
@@ -193,22 +193,20 @@ fn run_template(spec: PatternSpec, events: &[Ev]) -> (Vec<Out>, bool) {
     );
     let mut state = PatternState::default();
     let mut records: Vec<Record> = Vec::new();
-    let mut timers: Vec<(String, Millis)> = Vec::new();
-    let fire_upto = |upto: Millis,
-                     state: &mut PatternState,
-                     records: &mut Vec<Record>,
-                     timers: &mut Vec<(String, Millis)>| {
-        while let Some((name, at)) = timers
-            .iter()
-            .filter(|t| t.1 <= upto)
-            .min_by_key(|t| t.1)
-            .cloned()
-        {
-            timers.retain(|t| t.0 != name);
-            let mut cx = Context::for_test("K", at, records, timers);
-            template.on_timer(state, &name, &mut cx).unwrap();
-        }
-    };
+    let mut timers: Timers = Vec::new();
+    let fire_upto =
+        |upto: Millis, state: &mut PatternState, records: &mut Vec<Record>, timers: &mut Timers| {
+            while let Some((name, at)) = timers
+                .iter()
+                .filter(|t| t.1 <= upto)
+                .min_by_key(|t| t.1)
+                .cloned()
+            {
+                timers.retain(|t| t.0 != name);
+                let mut cx = Context::for_test("K", at, records, timers);
+                template.on_timer(state, &name, &mut cx).unwrap();
+            }
+        };
     let mut watermark = Millis::MIN;
     for (i, e) in events.iter().enumerate() {
         fire_upto(watermark, &mut state, &mut records, &mut timers);

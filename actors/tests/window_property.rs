@@ -19,7 +19,7 @@ use vigil_actors::record::{Record, RecordKind};
 use vigil_actors::spec::{
     AggregateFn, AggregateSpec, FieldPath, GroupBy, WindowEmit, WindowTemplateSpec,
 };
-use vigil_actors::template::{Context, Template};
+use vigil_actors::template::{Context, Template, Timers};
 use vigil_actors::templates::window::{WindowState, WindowTemplate, LATE_EVENT};
 use vigil_actors::time::{Millis, MIN_TIME};
 
@@ -147,7 +147,7 @@ fn naive(firing: &str, start: Millis, events: &[&Input]) -> Snapshot {
 
 struct Instance {
     state: WindowState,
-    timers: Vec<(String, Millis)>,
+    timers: Timers,
 }
 
 /// Runs the template as the runtime would; returns (key, record) in emission order and the
@@ -174,7 +174,7 @@ fn run_template(
             .min();
         let Some((at, key, name)) = due else { break };
         let instance = instances.get_mut(&key).unwrap();
-        instance.timers.retain(|(n, t)| !(n == &name && *t == at));
+        instance.timers.retain(|(n, t)| !(*n == name && *t == at));
         let mut records = Vec::new();
         let mut cx = Context::for_test(&key, at, &mut records, &mut instance.timers)
             .with_watermark(watermark);

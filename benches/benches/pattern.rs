@@ -14,7 +14,7 @@ use vigil_actors::record::{Record, RecordKind};
 use vigil_actors::spec::{
     Contiguity, Occurs, PatternSpec, PatternStepSpec, PatternTemplateSpec, SkipStrategy,
 };
-use vigil_actors::template::{Context, Template};
+use vigil_actors::template::{Context, Template, Timers};
 use vigil_actors::templates::contact::CartAbandoned;
 use vigil_actors::templates::fraud::FailedPayments;
 use vigil_actors::templates::pattern::{PatternState, PatternTemplate};
@@ -56,7 +56,7 @@ fn bench_one_match(
     group.throughput(Throughput::Elements(events.len() as u64));
     group.bench_function(name, |b| {
         let mut outputs: Vec<Record> = Vec::new();
-        let mut timers: Vec<(String, Millis)> = Vec::new();
+        let mut timers: Timers = Vec::new();
         b.iter(|| {
             let mut state = PatternState::default();
             outputs.clear();
@@ -120,7 +120,7 @@ fn bench_pattern(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("absence_start", |b| {
         let mut outputs: Vec<Record> = Vec::new();
-        let mut timers: Vec<(String, Millis)> = Vec::new();
+        let mut timers: Timers = Vec::new();
         b.iter(|| {
             let mut state = PatternState::default();
             timers.clear();
@@ -135,7 +135,7 @@ fn bench_pattern(c: &mut Criterion) {
     let unrelated = event(1, "PAYMENT_AUTHORIZED", 0, "card");
     group.bench_function("no_run", |b| {
         let mut outputs: Vec<Record> = Vec::new();
-        let mut timers: Vec<(String, Millis)> = Vec::new();
+        let mut timers: Timers = Vec::new();
         b.iter(|| {
             let mut state = PatternState::default();
             let mut cx = Context::for_test("C-1", 0, &mut outputs, &mut timers);

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use vigil_actors::record::Record;
-use vigil_actors::template::{Context, Template};
+use vigil_actors::template::{Context, Template, Timers};
 use vigil_actors::templates::process::ProcessState;
-use vigil_actors::time::Millis;
 use vigil_benches::{example_spec, order_template, run_events, shop_lines, two_parcel_order};
 
 const STEPS: [&str; 5] = [
@@ -31,7 +30,7 @@ fn bench_process(c: &mut Criterion) {
     group.throughput(Throughput::Elements(order.len() as u64));
     group.bench_function("order_sequence", |b| {
         let mut outputs: Vec<Record> = Vec::new();
-        let mut timers: Vec<(String, Millis)> = Vec::new();
+        let mut timers: Timers = Vec::new();
         b.iter(|| {
             let mut state = ProcessState::default();
             outputs.clear();

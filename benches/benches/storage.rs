@@ -179,7 +179,7 @@ fn bench_timers(c: &mut Criterion) {
     let (mut txn, _) = store.begin().unwrap();
     for i in 0..PENDING_TIMERS {
         let timer = sla_timer(i as i64 * 1_000, i);
-        let timers = [(timer.name.clone(), timer.time)];
+        let timers = [(timer.name.as_str().into(), timer.time)];
         txn.passivate(&order_id(i), None, false, &timers).unwrap();
     }
     txn.commit().unwrap();

@@ -24,7 +24,7 @@ use vigil_actors::record::Record;
 use vigil_actors::spec::{
     AggregateFn, AggregateSpec, FieldPath, GroupBy, WindowEmit, WindowTemplateSpec,
 };
-use vigil_actors::template::{AnyState, Context, Template};
+use vigil_actors::template::{AnyState, Context, Template, Timers};
 use vigil_actors::templates::window::{WindowState, WindowTemplate, TIMER};
 use vigil_actors::time::Millis;
 
@@ -83,7 +83,7 @@ fn event(i: u64) -> Event {
 
 /// Every group's state after `events` events, in the steady state: due timers fired (windows
 /// emitted, expired panes dropped) with the watermark at each event's time.
-fn steady(template: &WindowTemplate, events: u64) -> Vec<(WindowState, Vec<(String, Millis)>)> {
+fn steady(template: &WindowTemplate, events: u64) -> Vec<(WindowState, Timers)> {
     let mut groups: Vec<_> = (0..GROUPS)
         .map(|_| (WindowState::default(), Vec::new()))
         .collect();
@@ -110,8 +110,6 @@ fn trim(state: &mut WindowState, panes: usize) {
         state.panes.remove(first);
     }
 }
-
-type Timers = Vec<(String, Millis)>;
 
 /// One event as `Shard::run_handler` delivers it: the timers and the state are cloned, the
 /// handler runs on the clones, and they replace the originals.

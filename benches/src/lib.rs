@@ -13,7 +13,7 @@ use vigil_actors::hash::stable_hash64;
 use vigil_actors::record::Record;
 use vigil_actors::shop::{self, ShopConfig};
 use vigil_actors::spec::{JobSpec, TemplateSpec};
-use vigil_actors::template::{Context, Template};
+use vigil_actors::template::{Context, Template, Timers};
 use vigil_actors::templates::process::{ProcessState, ProcessTemplate};
 use vigil_actors::time::Millis;
 use vigil_storage::codec;
@@ -130,7 +130,7 @@ pub fn two_parcel_order(spec: &JobSpec, lines: &[String]) -> Vec<Event> {
 pub fn run_events(
     template: &ProcessTemplate,
     events: &[Event],
-) -> (ProcessState, Vec<u64>, Vec<(String, Millis)>) {
+) -> (ProcessState, Vec<u64>, Timers) {
     let mut state = ProcessState::default();
     let mut seen = Vec::new();
     let mut outputs: Vec<Record> = Vec::new();
@@ -159,7 +159,7 @@ pub struct InstanceRecord {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceMeta {
     pub seen: Vec<u64>,
-    pub timers: Vec<(String, Millis)>,
+    pub timers: Timers,
     pub ended_at: Option<Millis>,
 }
 

@@ -180,7 +180,7 @@ mod tests {
         }
         assert_eq!(outputs.len(), 1);
         assert_eq!(outputs[0].event_time, Some(12 * DAY));
-        assert_eq!(timers, vec![(QUIET.to_string(), 20 * DAY)]);
+        assert_eq!(timers, vec![(QUIET.into(), 20 * DAY)]);
         let bytes = vigil_storage::codec::encode(&state);
         assert!(vigil_storage::codec::decode::<RecentOrders>(&bytes).is_ok());
     }

@@ -48,6 +48,10 @@ impl InstanceId {
     }
 }
 
+/// A timer's name. Inline up to 24 bytes (every name the built-in templates use): setting,
+/// comparing or copying one allocates nothing and follows no pointer. Encoded as a string.
+pub type TimerName = compact_str::CompactString;
+
 /// A durable timer of one instance: fires when the watermark reaches `time`.
 /// Encoded as `time (sign-flipped u64 BE) ++ template u16 BE ++ key length u32 BE ++ key ++ name`
 /// so a range scan from the smallest key yields due timers in time order.

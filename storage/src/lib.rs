@@ -8,13 +8,13 @@
 //! from memory go to B-tree tables ([`ShardTxn::passivate`]).
 //!
 //! ```
-//! use vigil_storage::{ShardStore, InstanceId, TimerKey};
+//! use vigil_storage::{InstanceId, ShardStore, TimerKey, TimerName};
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = ShardStore::open(&dir.path().join("shard-0000.redb")).unwrap();
 //! let (mut txn, logged) = store.begin().unwrap();
 //! assert!(logged.is_empty());
 //! let order = InstanceId::new(0, "ORD-1");
-//! let timers = [("sla".to_string(), 1_000)];
+//! let timers = [(TimerName::from("sla"), 1_000)];
 //! txn.set_timer(&TimerKey::new(1_000, 0, "ORD-1", "sla")).unwrap();
 //! txn.log_instance(&order, b"state", false, &timers).unwrap();
 //! txn.put_meta("position", &vigil_storage::codec::encode(&42u64)).unwrap();
@@ -35,5 +35,5 @@ mod store;
 
 pub use codec::{CodecError, FORMAT_VERSION};
 pub use error::StorageError;
-pub use keys::{InstanceId, TimerKey, TimerRef};
+pub use keys::{InstanceId, TimerKey, TimerName, TimerRef};
 pub use store::{DueTimers, LoggedInstance, PinnedCheckpoint, ShardReader, ShardStore, ShardTxn};

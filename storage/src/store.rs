@@ -14,7 +14,7 @@ use redb::{
 };
 use smallvec::SmallVec;
 
-use crate::keys::{InstanceId, TimerKey, TimerRef};
+use crate::keys::{InstanceId, TimerKey, TimerName, TimerRef};
 use crate::log::{self, LoggedRecord, CHUNK_BYTES};
 use crate::StorageError;
 
@@ -354,7 +354,7 @@ impl ShardTxn {
         id: &InstanceId,
         record: &[u8],
         stored: bool,
-        timers: &[(String, i64)],
+        timers: &[(TimerName, i64)],
     ) -> Result<(), StorageError> {
         let timers = timers.iter().map(|(name, time)| (*time, name.as_str()));
         log::put(&mut self.entry, id, record, stored, timers);
@@ -375,7 +375,7 @@ impl ShardTxn {
         id: &InstanceId,
         record: Option<&[u8]>,
         logged: bool,
-        timers: &[(String, i64)],
+        timers: &[(TimerName, i64)],
     ) -> Result<(), StorageError> {
         let encoded = id.encode();
         if let Some(record) = record {
@@ -416,7 +416,7 @@ impl ShardTxn {
     pub fn activate_timers(
         &mut self,
         id: &InstanceId,
-        timers: &[(String, i64)],
+        timers: &[(TimerName, i64)],
     ) -> Result<(), StorageError> {
         for (name, time) in timers {
             let key = TimerKey::encode_parts(*time, id.template, id.key.as_bytes(), name);

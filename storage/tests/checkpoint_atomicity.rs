@@ -2,14 +2,14 @@
 //! transaction is dropped (the shard rolls back), and committed ones survive reopening,
 //! whether the instance was logged or passivated.
 
-use vigil_storage::{codec, InstanceId, ShardStore, TimerKey};
+use vigil_storage::{codec, InstanceId, ShardStore, TimerKey, TimerName};
 
 fn sla(time: i64, key: &str) -> TimerKey {
     TimerKey::new(time, 3, key, "sla")
 }
 
-fn timers(time: i64) -> Vec<(String, i64)> {
-    vec![("sla".to_owned(), time)]
+fn timers(time: i64) -> Vec<(TimerName, i64)> {
+    vec![("sla".into(), time)]
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn a_passivated_instance_has_one_timer_row_and_activation_brings_back_all_its_ti
     let dir = tempfile::tempdir().unwrap();
     let store = ShardStore::open(&dir.path().join("s.redb")).unwrap();
     let order = InstanceId::new(3, "ORD-1");
-    let both = vec![("sla".to_owned(), 30), ("expire".to_owned(), 90)];
+    let both: Vec<(TimerName, i64)> = vec![("sla".into(), 30), ("expire".into(), 90)];
     let (mut txn, _) = store.begin().unwrap();
     txn.set_timer(&sla(30, "ORD-1")).unwrap();
     txn.set_timer(&TimerKey::new(90, 3, "ORD-1", "expire"))

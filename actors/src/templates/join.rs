@@ -249,6 +249,7 @@ impl Template for JoinTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::Timers;
     use std::sync::Arc;
 
     const W: Millis = 100;
@@ -257,7 +258,7 @@ mod tests {
         t: JoinTemplate,
         state: JoinState,
         out: Vec<Record>,
-        timers: Vec<(String, Millis)>,
+        timers: Timers,
         seq: u64,
     }
 
@@ -366,7 +367,7 @@ mod tests {
     fn timeout_fires_on_a_quiet_stream_and_a_later_partner_does_not_join() {
         let mut h = Harness::new(JoinKind::Left);
         h.send("L", 0);
-        assert_eq!(h.timers, vec![(EXPIRE.to_string(), W + 1)]);
+        assert_eq!(h.timers, vec![(EXPIRE.into(), W + 1)]);
         h.advance(W);
         assert!(h.out.is_empty(), "not before the deadline has passed");
         h.advance(W + 1);

@@ -936,6 +936,7 @@ impl Template for PatternTemplate {
 mod tests {
     use super::*;
     use crate::spec::PatternStepSpec;
+    use crate::template::Timers;
     use std::sync::Arc;
 
     fn step(name: &str, on: &str, occurs: Occurs) -> PatternStepSpec {
@@ -974,7 +975,7 @@ mod tests {
         t: PatternTemplate,
         state: PatternState,
         out: Vec<Record>,
-        timers: Vec<(String, Millis)>,
+        timers: Timers,
         seq: u64,
     }
 
@@ -1055,7 +1056,7 @@ mod tests {
         let mut h = Harness::new(p.clone());
         h.send("CART_ITEM_ADDED", 0, serde_json::json!({}));
         h.send("CART_ITEM_ADDED", 50, serde_json::json!({}));
-        assert_eq!(h.timers, vec![("within:0".to_string(), 100)]);
+        assert_eq!(h.timers, vec![("within:0".into(), 100)]);
         h.fire_all();
         assert_eq!(h.names(), vec![("MATCH".to_string(), 100)]);
         assert!(

@@ -475,6 +475,7 @@ impl Template for ProcessTemplate {
 mod tests {
     use super::*;
     use crate::spec::{EscalationSpec, FieldPath, SlaSpec, StepSpec};
+    use crate::template::Timers;
     use std::sync::Arc;
 
     const H: Millis = 3_600_000;
@@ -553,7 +554,7 @@ mod tests {
         t: ProcessTemplate,
         state: ProcessState,
         outputs: Vec<Record>,
-        timers: Vec<(String, Millis)>,
+        timers: Timers,
     }
 
     impl Run {
@@ -607,7 +608,7 @@ mod tests {
         assert!(run.outputs.is_empty());
         run.send(event("ORDER_CREATED", 0, serde_json::json!({"parcels": 2})));
         assert!(run.outputs.is_empty(), "one distinct parcel of two");
-        assert_eq!(run.timers, vec![("sla:SLA_BREACHED".to_string(), 24 * H)]);
+        assert_eq!(run.timers, vec![("sla:SLA_BREACHED".into(), 24 * H)]);
         run.send(event(
             "PARCEL_SHIPPED",
             7 * H,
@@ -723,9 +724,9 @@ mod tests {
         assert_eq!(
             run.timers,
             vec![
-                ("sla:SLA_BREACHED".to_string(), 24 * H),
-                ("sla:SLA_BREACHED:1".to_string(), 48 * H),
-                ("sla:SLA_BREACHED:2".to_string(), 72 * H),
+                ("sla:SLA_BREACHED".into(), 24 * H),
+                ("sla:SLA_BREACHED:1".into(), 48 * H),
+                ("sla:SLA_BREACHED:2".into(), 72 * H),
             ]
         );
     }
@@ -926,9 +927,9 @@ mod tests {
         assert_eq!(
             run.timers,
             vec![
-                ("sla:SLA_BREACHED".to_string(), 34 * H),
-                ("sla:SLA_BREACHED:1".to_string(), 58 * H),
-                ("sla:SLA_BREACHED:2".to_string(), 82 * H),
+                ("sla:SLA_BREACHED".into(), 34 * H),
+                ("sla:SLA_BREACHED:1".into(), 58 * H),
+                ("sla:SLA_BREACHED:2".into(), 82 * H),
             ]
         );
     }

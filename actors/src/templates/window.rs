@@ -549,6 +549,7 @@ impl Template for WindowTemplate {
 mod tests {
     use super::*;
     use crate::spec::{AggregateSpec, FieldPath};
+    use crate::template::Timers;
     use std::sync::Arc;
 
     const M: Millis = 60_000;
@@ -594,7 +595,7 @@ mod tests {
         t: WindowTemplate,
         state: WindowState,
         out: Vec<Record>,
-        timers: Vec<(String, Millis)>,
+        timers: Timers,
     }
 
     impl Run {
@@ -641,7 +642,7 @@ mod tests {
         run.send(event(10_000, 5.0, "a"), i64::MIN);
         run.send(event(20_000, 7.5, "a"), i64::MIN);
         run.send(event(70_000, 1.0, "b"), i64::MIN);
-        assert_eq!(run.timers, vec![(TIMER.to_string(), M)]);
+        assert_eq!(run.timers, vec![(TIMER.into(), M)]);
         run.advance(M);
         assert_eq!(run.results(), vec![(M, 2, "final".into())]);
         let first = &run.out[0];
@@ -651,7 +652,7 @@ mod tests {
         assert!(first
             .details
             .contains(&("customers".into(), Value::from(1))));
-        assert_eq!(run.timers, vec![(TIMER.to_string(), 2 * M)]);
+        assert_eq!(run.timers, vec![(TIMER.into(), 2 * M)]);
         run.advance(10 * M);
         assert_eq!(run.results().len(), 2);
         assert!(run.t.is_complete(&run.state));
