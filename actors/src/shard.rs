@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use tracing::{debug, debug_span, warn};
 use vigil_storage::{
     codec, InstanceId, PinnedCheckpoint, ShardStore, ShardTxn, StorageError, TimerKey, TimerRef,
@@ -31,7 +32,8 @@ use crate::sink::Sinks;
 use crate::source::Cursor;
 use crate::sync::{lock, Mutex};
 use crate::template::{
-    AnyState, Context as InstanceContext, DynTemplate, TemplateError, TimerName, Timers,
+    AnyState, Context as InstanceContext, DynTemplate, TemplateError, TimerChanges, TimerName,
+    Timers,
 };
 use crate::time::{Millis, MIN_TIME};
 
@@ -549,6 +551,9 @@ impl Prepared {
     }
 }
 
+/// The timers a handler call moved: name, time before, time after (`None`: not set).
+type TimerMoves = SmallVec<[(TimerName, Option<Millis>, Option<Millis>); 2]>;
+
 /// What a handler call is about.
 #[derive(Clone, Copy)]
 enum Trigger<'a> {
@@ -569,7 +574,7 @@ struct HandlerCall<'a> {
 struct Handled {
     outputs: Vec<Record>,
     /// Each timer it set or cancelled, with its time before the call.
-    timers_before: Vec<(TimerName, Option<Millis>)>,
+    timers_before: TimerChanges,
 }
 
 /// Why a handler call failed.
@@ -1097,7 +1102,7 @@ impl Shard {
         instance.dirty = true;
         let complete = template.is_complete(state);
         // Only the timers that changed touch the timer index (usually none).
-        let moved: Vec<(TimerName, Option<Millis>, Option<Millis>)> = handled
+        let moved: TimerMoves = handled
             .timers_before
             .into_iter()
             .filter_map(|(name, before)| {

@@ -35,6 +35,7 @@ use std::any::Any;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use smallvec::SmallVec;
 use vigil_storage::codec::{self, CodecError};
 
 use crate::event::Event;
@@ -160,6 +161,10 @@ pub use vigil_storage::TimerName;
 /// An instance's timers: each one's name and the event time it fires at.
 pub type Timers = Vec<(TimerName, Millis)>;
 
+/// The timers a handler call set or cancelled, each with its time before the call. Inline:
+/// a call changes one or two timers, and this is made for every call.
+pub(crate) type TimerChanges = SmallVec<[(TimerName, Option<Millis>); 2]>;
+
 /// What a handler may do besides changing its state: emit records and manage its timers.
 pub struct Context<'a> {
     key: &'a str,
@@ -168,7 +173,7 @@ pub struct Context<'a> {
     pub(crate) outputs: &'a mut Vec<Record>,
     pub(crate) timers: &'a mut Timers,
     /// Each timer this call set or cancelled, once, with its time before the call.
-    pub(crate) timers_before: Vec<(TimerName, Option<Millis>)>,
+    pub(crate) timers_before: TimerChanges,
 }
 
 impl<'a> Context<'a> {
@@ -185,7 +190,7 @@ impl<'a> Context<'a> {
             watermark,
             outputs,
             timers,
-            timers_before: Vec::new(),
+            timers_before: TimerChanges::new(),
         }
     }
 
@@ -202,7 +207,7 @@ impl<'a> Context<'a> {
             watermark: crate::time::MIN_TIME,
             outputs,
             timers,
-            timers_before: Vec::new(),
+            timers_before: TimerChanges::new(),
         }
     }
 
