@@ -3,8 +3,6 @@
 //! Every record has `id` (`job/shard/sequence`, stable across replays), `kind`, `name`, `key`
 //! and `event_time` (RFC 3339, the event time at which it became true), then its details.
 
-use std::io::Write as _;
-
 use serde_json::Value;
 
 use crate::event::DeadLetter;
@@ -101,10 +99,18 @@ impl Record {
     }
 
     /// Renders the record as one JSON line (without the newline), `id` first. Written
-    /// straight into one buffer: nothing else is allocated.
+    /// straight into one buffer: nothing else is allocated. (Numbers and times are written
+    /// without `write!`: through the formatting machinery they were half the cost.)
     pub fn to_json_line(&self, id: &RecordId) -> String {
-        let mut out = Vec::with_capacity(192);
-        let _ = write!(out, "{{\"id\":\"{}/{}/{}\"", id.job, id.shard, id.seq);
+        let mut out = Vec::with_capacity(256);
+        let mut number = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"id\":\"");
+        out.extend_from_slice(id.job.as_bytes());
+        out.push(b'/');
+        out.extend_from_slice(number.format(id.shard).as_bytes());
+        out.push(b'/');
+        out.extend_from_slice(number.format(id.seq).as_bytes());
+        out.push(b'"');
         out.extend_from_slice(b",\"kind\":\"");
         out.extend_from_slice(self.kind.name().as_bytes());
         out.extend_from_slice(b"\",\"name\":");
@@ -114,7 +120,9 @@ impl Record {
         out.extend_from_slice(b",\"event_time\":");
         match self.event_time {
             Some(t) => {
-                let _ = write!(out, "\"{}\"", Rfc3339(t));
+                out.push(b'"');
+                Rfc3339(t).append_to(&mut out);
+                out.push(b'"');
             }
             None => out.extend_from_slice(b"null"),
         }

@@ -41,6 +41,16 @@ impl std::fmt::Display for Rfc3339 {
     }
 }
 
+impl Rfc3339 {
+    /// Appends what `Display` writes to `out`, the common case without formatting machinery.
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        match canonical_form(self.0) {
+            Some(text) => out.extend_from_slice(&text),
+            None => out.extend_from_slice(self.to_string().as_bytes()),
+        }
+    }
+}
+
 /// The first millisecond of year 0 and of year 10000 (proleptic Gregorian, UTC).
 const YEAR_0: Millis = -62_167_219_200_000;
 const YEAR_10000: Millis = 253_402_300_800_000;

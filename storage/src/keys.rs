@@ -94,18 +94,28 @@ impl TimerKey {
 
     /// The encoding of `TimerKey::new(time, template, key, name)`, without building one.
     pub(crate) fn encode_parts(time: i64, template: u16, key: &[u8], name: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + key.len() + name.len());
-        out.extend_from_slice(&Self::time_prefix(time));
-        Self::write_rest(&mut out, template, key, name);
+        let mut out = vec![0; 8 + Self::rest_len(key, name)];
+        out[..8].copy_from_slice(&Self::time_prefix(time));
+        Self::write_rest(&mut out[8..], template, key, name);
         out
     }
 
-    /// Writes what follows the time in an encoded key.
-    pub(crate) fn write_rest(out: &mut impl Extend<u8>, template: u16, key: &[u8], name: &str) {
-        out.extend(template.to_be_bytes());
-        out.extend((key.len() as u32).to_be_bytes());
-        out.extend(key.iter().copied());
-        out.extend(name.bytes());
+    /// The length of what follows the time in an encoded key.
+    pub(crate) fn rest_len(key: &[u8], name: &str) -> usize {
+        6 + key.len() + name.len()
+    }
+
+    /// Writes what follows the time in an encoded key into `out`, [`TimerKey::rest_len`]
+    /// bytes. (Into a slice of the final length: extending a buffer piece by piece took a
+    /// tenth of the cost of setting or removing a timer in memory.)
+    pub(crate) fn write_rest(out: &mut [u8], template: u16, key: &[u8], name: &str) {
+        let (template_bytes, out) = out.split_at_mut(2);
+        template_bytes.copy_from_slice(&template.to_be_bytes());
+        let (len_bytes, out) = out.split_at_mut(4);
+        len_bytes.copy_from_slice(&(key.len() as u32).to_be_bytes());
+        let (key_bytes, name_bytes) = out.split_at_mut(key.len());
+        key_bytes.copy_from_slice(key);
+        name_bytes.copy_from_slice(name.as_bytes());
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<TimerKey, StorageError> {

@@ -145,8 +145,9 @@ impl ResidentTimer {
     }
 
     fn of(timer: TimerRef<'_>) -> ResidentTimer {
-        let mut rest = SmallVec::new();
-        TimerKey::write_rest(&mut rest, timer.template, timer.key.as_bytes(), timer.name);
+        let key = timer.key.as_bytes();
+        let mut rest = SmallVec::from_elem(0, TimerKey::rest_len(key, timer.name));
+        TimerKey::write_rest(&mut rest, timer.template, key, timer.name);
         ResidentTimer {
             time: u64::from_be_bytes(TimerKey::time_prefix(timer.time)),
             rest,
