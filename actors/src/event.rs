@@ -2,7 +2,7 @@
 //! exactly why not. The checks run in a fixed order and stop at the first failure, so a line's
 //! reason is deterministic: JSON object, `type`, known type, key, time, declared fields.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;

@@ -28,7 +28,9 @@
 //!   no panes is complete, and the runtime deletes it (no tombstone, no event-id hashes: see
 //!   [`Template::dedup_by_event_id`]). Groups that go quiet leave no state.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::HashSet;
 use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
@@ -350,7 +352,7 @@ impl WindowTemplate {
         let mut sums = vec![0.0f64; self.spec.aggregates.len()];
         let mut ns = vec![0u64; self.spec.aggregates.len()];
         let mut extremes: Vec<Option<f64>> = vec![None; self.spec.aggregates.len()];
-        let mut distinct: Vec<HashSet<u64>> = vec![HashSet::new(); self.spec.aggregates.len()];
+        let mut distinct: Vec<HashSet<u64>> = vec![HashSet::default(); self.spec.aggregates.len()];
         for pane in state.panes.range(start..end).map(|(_, p)| p) {
             count += pane.count;
             for (i, acc) in pane.accs.iter().enumerate() {
