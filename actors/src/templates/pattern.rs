@@ -34,6 +34,7 @@
 //! read (the whole payload when a condition uses the event in another way). A condition is
 //! evaluated with `event` and the earlier steps bound to objects with just those fields.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -526,10 +527,10 @@ fn is_loop(occurs: &Occurs) -> bool {
 
 /// The key an event has for a pattern: the field `key` (a string, or a number's text), else
 /// the event's correlation key.
-fn key_of(event: &Event, key: &Option<FieldPath>) -> Option<String> {
+fn key_of<'e>(event: &'e Event, key: &Option<FieldPath>) -> Option<Cow<'e, str>> {
     match key {
-        None => Some(event.key.to_string()),
-        Some(path) => Some(event.field(path)?.key_text()?.into_owned()),
+        None => Some(Cow::Borrowed(&event.key)),
+        Some(path) => event.field(path)?.key_text(),
     }
 }
 
