@@ -19,7 +19,7 @@
 //! `stored` says the instance table holds an older record of the instance (it was passivated
 //! and activated again), which must be deleted when the instance ends.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use crate::keys::{InstanceId, TimerKey};
 use crate::StorageError;
@@ -166,7 +166,7 @@ mod tests {
             [(7, "x"), (9, "y")].into_iter(),
         );
         forget(&mut chunk, &b.encode());
-        let mut live = HashMap::new();
+        let mut live = HashMap::default();
         replay(&chunk, &mut live).unwrap();
         assert_eq!(live.len(), 1);
         // A put names the instance as `InstanceId::encode` does.
@@ -176,6 +176,6 @@ mod tests {
         assert!(a.stored);
         assert_eq!(a.timers, vec![(7, "x".to_owned()), (9, "y".to_owned())]);
         // A truncated chunk is reported, not half-applied silently.
-        assert!(replay(&chunk[..chunk.len() - 1], &mut HashMap::new()).is_err());
+        assert!(replay(&chunk[..chunk.len() - 1], &mut HashMap::default()).is_err());
     }
 }

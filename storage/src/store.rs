@@ -3,7 +3,9 @@
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -215,7 +217,7 @@ struct Log {
 /// Reads and replays every chunk of the log table.
 fn read_log(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<Log, StorageError> {
     let mut log = Log {
-        live: HashMap::new(),
+        live: HashMap::default(),
         bytes: 0,
         next_seq: 0,
     };
@@ -290,8 +292,8 @@ impl ShardTxn {
             next_seq: 0,
             log_bytes: 0,
             log_starts_at: None,
-            deleted_instances: HashSet::new(),
-            deleted_timers: HashSet::new(),
+            deleted_instances: HashSet::default(),
+            deleted_timers: HashSet::default(),
             timers_from: RefCell::new(Vec::new()),
         };
         this.open_tables()?;
