@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 use tracing::{debug, debug_span, warn};
 use vigil_storage::{
     codec, InstanceId, PinnedCheckpoint, ShardStore, ShardTxn, StorageError, TimerKey, TimerRef,
@@ -32,8 +31,7 @@ use crate::sink::Sinks;
 use crate::source::Cursor;
 use crate::sync::{lock, Mutex};
 use crate::template::{
-    AnyState, Context as InstanceContext, DynTemplate, TemplateError, TimerChanges, TimerName,
-    Timers,
+    AnyState, Context as InstanceContext, DynTemplate, TemplateError, TimerChanges, Timers,
 };
 use crate::time::{Millis, MIN_TIME};
 
@@ -550,9 +548,6 @@ impl Prepared {
         Ok(())
     }
 }
-
-/// The timers a handler call moved: name, time before, time after (`None`: not set).
-type TimerMoves = SmallVec<[(TimerName, Option<Millis>, Option<Millis>); 2]>;
 
 /// What a handler call is about.
 #[derive(Clone, Copy)]
@@ -1101,26 +1096,25 @@ impl Shard {
         };
         instance.dirty = true;
         let complete = template.is_complete(state);
-        // Only the timers that changed touch the timer index (usually none).
-        let moved: TimerMoves = handled
-            .timers_before
-            .into_iter()
-            .filter_map(|(name, before)| {
-                let after = instance
-                    .meta
-                    .timers
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, at)| *at);
-                (before != after).then_some((name, before, after))
-            })
-            .collect();
-        for (name, before, after) in moved {
-            if let Some(at) = before {
-                self.txn().remove_timer(timer_of(id, &name, at))?;
+        // Only the timers that changed touch the timer index (usually none). The fields, not
+        // `Shard::txn` and `Shard::set_timer`: the instance is borrowed from the cache.
+        let txn = self.txn.as_mut().expect("recovered");
+        for (name, before) in &handled.timers_before {
+            let after = instance
+                .meta
+                .timers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, at)| *at);
+            if *before == after {
+                continue;
+            }
+            if let Some(at) = *before {
+                txn.remove_timer(timer_of(id, name, at))?;
             }
             if let Some(at) = after {
-                self.set_timer(timer_of(id, &name, at))?;
+                lower_to(&mut self.next_timer, at);
+                txn.set_timer(timer_of(id, name, at))?;
             }
         }
         for record in handled.outputs {
