@@ -506,6 +506,18 @@ fn lower_to(next_timer: &mut Option<Millis>, time: Millis) {
     *next_timer = Some(next_timer.map_or(time, |t| t.min(time)));
 }
 
+/// Sets a timer of a resident instance in the transaction's index and lowers the shard's
+/// bound on the earliest timer to it. It takes the shard's fields, not the shard: the handler
+/// path calls it while it holds the instance borrowed from the cache.
+fn set_timer(
+    txn: &mut ShardTxn,
+    next_timer: &mut Option<Millis>,
+    timer: TimerRef<'_>,
+) -> Result<(), StorageError> {
+    lower_to(next_timer, timer.time);
+    txn.set_timer(timer)
+}
+
 /// The timer `name` of instance `id`, at `time`.
 fn timer_of<'a>(id: &'a InstanceId, name: &'a str, time: Millis) -> TimerRef<'a> {
     TimerRef {
@@ -1096,8 +1108,7 @@ impl Shard {
         };
         instance.dirty = true;
         let complete = template.is_complete(state);
-        // Only the timers that changed touch the timer index (usually none). The fields, not
-        // `Shard::txn` and `Shard::set_timer`: the instance is borrowed from the cache.
+        // Only the timers that changed touch the timer index (usually none).
         let txn = self.txn.as_mut().expect("recovered");
         for (name, before) in &handled.timers_before {
             let after = instance
@@ -1113,8 +1124,7 @@ impl Shard {
                 txn.remove_timer(timer_of(id, name, at))?;
             }
             if let Some(at) = after {
-                lower_to(&mut self.next_timer, at);
-                txn.set_timer(timer_of(id, name, at))?;
+                set_timer(txn, &mut self.next_timer, timer_of(id, name, at))?;
             }
         }
         for record in handled.outputs {
@@ -1179,12 +1189,12 @@ impl Shard {
         for (name, time) in &timers {
             self.txn().remove_timer(timer_of(id, name, *time))?;
         }
-        self.set_timer(timer_of(id, PURGE_TIMER, purge_at))
-    }
-
-    fn set_timer(&mut self, timer: TimerRef<'_>) -> Result<(), ShardError> {
-        lower_to(&mut self.next_timer, timer.time);
-        Ok(self.txn().set_timer(timer)?)
+        let txn = self.txn.as_mut().expect("recovered");
+        Ok(set_timer(
+            txn,
+            &mut self.next_timer,
+            timer_of(id, PURGE_TIMER, purge_at),
+        )?)
     }
 
     fn advance_watermark(&mut self, watermark: Millis) -> Result<(), ShardError> {

@@ -29,10 +29,9 @@
 //!   [`Template::dedup_by_event_id`]). Groups that go quiet leave no state.
 
 use std::collections::BTreeMap;
-
-use foldhash::HashSet;
 use std::sync::Arc;
 
+use foldhash::HashSet;
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
