@@ -44,6 +44,9 @@ impl RecordKind {
         &["alert", "event", "window", "pattern", "dead_letter"];
 }
 
+/// What a record's details start with: enough for most, so that they grow once at most.
+const DETAILS_CAPACITY: usize = 192;
+
 /// One output record before it gets its id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -52,8 +55,10 @@ pub struct Record {
     /// The key of the instance (or group) it is about; `None` for unkeyed dead letters.
     pub key: Option<String>,
     pub event_time: Option<Millis>,
-    /// Further fields, written after the fixed ones in this order.
-    pub details: Vec<(String, Value)>,
+    /// Further fields, written after the fixed ones in the order added: rendered as JSON when
+    /// added (`"field":value` pairs separated by commas), so that a record holds no tree of
+    /// values and writing it copies them. [`Record::details`] reads them back.
+    details: Vec<u8>,
 }
 
 impl Record {
@@ -72,10 +77,50 @@ impl Record {
         }
     }
 
-    /// Adds a detail field.
-    pub fn with(mut self, field: impl Into<String>, value: impl Into<Value>) -> Record {
-        self.details.push((field.into(), value.into()));
+    /// Adds a detail field: any value that serializes as JSON (a `Value`, a string, a number,
+    /// an [`Rfc3339`] time, …). Panics if it does not, such as a map with keys that are not
+    /// strings or numbers.
+    pub fn with(mut self, field: impl AsRef<str>, value: impl serde::Serialize) -> Record {
+        let out = self.start_detail(field.as_ref());
+        serde_json::to_writer(&mut *out, &value).expect("a record's detail serializes as JSON");
         self
+    }
+
+    /// Adds a detail field whose value `write` appends to the buffer as JSON text. The text
+    /// must be one JSON value: it is written as it is.
+    pub(crate) fn with_json(mut self, field: &str, write: impl FnOnce(&mut Vec<u8>)) -> Record {
+        write(self.start_detail(field));
+        self
+    }
+
+    /// Appends `"field":` (after a comma if need be) and returns the buffer for the value.
+    fn start_detail(&mut self, field: &str) -> &mut Vec<u8> {
+        let out = &mut self.details;
+        if out.is_empty() {
+            out.reserve(DETAILS_CAPACITY);
+        } else {
+            out.push(b',');
+        }
+        if field.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            // Nothing to escape, as in every field name the templates use.
+            out.push(b'"');
+            out.extend_from_slice(field.as_bytes());
+            out.push(b'"');
+        } else {
+            push_json(out, field);
+        }
+        out.push(b':');
+        out
+    }
+
+    /// The detail fields, in order, read back from their JSON.
+    pub fn details(&self) -> Vec<(String, Value)> {
+        let mut object = Vec::with_capacity(self.details.len() + 2);
+        object.push(b'{');
+        object.extend_from_slice(&self.details);
+        object.push(b'}');
+        let pairs: Pairs = serde_json::from_slice(&object).expect("a record's details are JSON");
+        pairs.0
     }
 
     pub fn dead_letter(letter: &DeadLetter) -> Record {
@@ -126,11 +171,9 @@ impl Record {
             }
             None => out.extend_from_slice(b"null"),
         }
-        for (field, value) in &self.details {
+        if !self.details.is_empty() {
             out.push(b',');
-            push_json(&mut out, field.as_str());
-            out.push(b':');
-            push_json(&mut out, value);
+            out.extend_from_slice(&self.details);
         }
         out.push(b'}');
         String::from_utf8(out).expect("JSON is UTF-8")
@@ -165,6 +208,32 @@ fn push_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
     serde_json::to_writer(out, value).expect("a JSON value or text serializes into memory");
 }
 
+/// A JSON object's fields in their order (`serde_json::Map` sorts them).
+struct Pairs(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Pairs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Pairs, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Pairs, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 /// A string's JSON escaping without the surrounding quotes.
 pub fn json_escaped(text: &str) -> String {
     let quoted = Value::from(text).to_string();
@@ -194,5 +263,50 @@ mod tests {
         assert_eq!(RecordId::parse_line(&line, "shop"), Some((3, 17)));
         assert_eq!(RecordId::parse_line(&line, "other"), None);
         assert_eq!(RecordId::parse_line("{\"id\":\"shop/3/1", "shop"), None);
+    }
+
+    /// Details are rendered when added, in the order added, as `serde_json` renders them
+    /// (escapes in names and values included), and read back as values.
+    #[test]
+    fn details_render_in_order_and_read_back() {
+        let far = -70_000_000_000_000; // before year 0: the time's other formatter
+        let record = Record::new(RecordKind::Pattern, "P", "K", 0)
+            .with("b", "tab\there")
+            .with("a\"q", 1.5)
+            .with("at", Rfc3339(far))
+            .with("none", None::<u64>)
+            .with_json("matched", |out| out.extend_from_slice(b"[{\"x\":1}]"))
+            .with("v", serde_json::json!({"z": [1, 2]}));
+        let expected = vec![
+            ("b".to_string(), Value::from("tab\there")),
+            ("a\"q".to_string(), Value::from(1.5)),
+            (
+                "at".to_string(),
+                Value::from(crate::time::format_rfc3339(far)),
+            ),
+            ("none".to_string(), Value::Null),
+            ("matched".to_string(), serde_json::json!([{"x": 1}])),
+            ("v".to_string(), serde_json::json!({"z": [1, 2]})),
+        ];
+        assert_eq!(record.details(), expected);
+        let id = RecordId {
+            job: "j",
+            shard: 0,
+            seq: 1,
+        };
+        let line = record.to_json_line(&id);
+        assert!(
+            line.ends_with(r#","b":"tab\there","a\"q":1.5,"at":"-0249-10-15T19:33:20.000Z","none":null,"matched":[{"x":1}],"v":{"z":[1,2]}}"#),
+            "{line}"
+        );
+        let value: Value = serde_json::from_str(&line).unwrap();
+        for (field, detail) in &expected {
+            assert_eq!(&value[field], detail, "{field}");
+        }
+        let bare = Record::new(RecordKind::Alert, "A", "K", 0);
+        assert!(bare.details().is_empty());
+        assert!(bare
+            .to_json_line(&id)
+            .ends_with(r#""event_time":"1970-01-01T00:00:00.000Z"}"#));
     }
 }

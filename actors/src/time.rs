@@ -24,8 +24,8 @@ pub fn format_rfc3339(millis: Millis) -> String {
     Rfc3339(millis).to_string()
 }
 
-/// [`format_rfc3339`] as a `Display`, to write a time into a buffer without a `String` of its
-/// own.
+/// [`format_rfc3339`] as a `Display` and as a JSON string (`Serialize`), to write a time into
+/// a buffer or a record's details without a `String` of its own.
 pub struct Rfc3339(pub Millis);
 
 impl std::fmt::Display for Rfc3339 {
@@ -37,6 +37,17 @@ impl std::fmt::Display for Rfc3339 {
         match DateTime::<Utc>::from_timestamp_millis(self.0) {
             Some(t) => f.write_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true)),
             None => write!(f, "invalid-time({})", self.0),
+        }
+    }
+}
+
+/// As a JSON string: what `Display` writes.
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match canonical_form(self.0) {
+            Some(text) => serializer
+                .serialize_str(std::str::from_utf8(&text).expect("digits and ASCII marks")),
+            None => serializer.collect_str(self),
         }
     }
 }

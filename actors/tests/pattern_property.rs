@@ -231,8 +231,8 @@ fn run_template(spec: PatternSpec, events: &[Ev]) -> (Vec<Out>, bool) {
         .iter()
         .map(|r| {
             let matched = r
-                .details
-                .iter()
+                .details()
+                .into_iter()
                 .find(|(k, _)| k == "matched")
                 .map(|(_, v)| v.as_array().unwrap().clone())
                 .unwrap_or_default()

@@ -104,10 +104,10 @@ struct Snapshot {
     customers: u64,
 }
 
-fn detail<'r>(record: &'r Record, field: &str) -> &'r Value {
-    &record
-        .details
-        .iter()
+fn detail(record: &Record, field: &str) -> Value {
+    record
+        .details()
+        .into_iter()
         .find(|(k, _)| k == field)
         .unwrap_or_else(|| panic!("no `{field}` in {record:?}"))
         .1

@@ -29,7 +29,7 @@ use crate::event::Event;
 use crate::record::{Record, RecordKind};
 use crate::spec::{FieldPath, JoinKind, JoinTemplateSpec};
 use crate::template::{Context, Subscription, Template, TemplateError};
-use crate::time::{format_rfc3339, Millis};
+use crate::time::{format_rfc3339, Millis, Rfc3339};
 
 /// At most this many pending events per key; beyond it the oldest is dropped without a record.
 pub const MAX_PENDING: usize = 1024;
@@ -117,7 +117,7 @@ impl JoinTemplate {
                         p.time + within,
                     )
                     .with("side", side)
-                    .with(format!("{side}_time"), format_rfc3339(p.time))
+                    .with(format!("{side}_time"), Rfc3339(p.time))
                     .with(side, fields),
                 );
             }
@@ -191,8 +191,8 @@ impl Template for JoinTemplate {
                 };
                 cx.emit(
                     Record::new(RecordKind::Event, &self.spec.name, cx.key(), lt.max(rt))
-                        .with("left_time", format_rfc3339(lt))
-                        .with("right_time", format_rfc3339(rt))
+                        .with("left_time", Rfc3339(lt))
+                        .with("right_time", Rfc3339(rt))
                         .with("left", lf)
                         .with("right", rf),
                 );
@@ -328,11 +328,11 @@ mod tests {
             assert_eq!(h.names(), vec![("PAID".to_string(), 50)]);
             let r = &h.out[0];
             assert_eq!(
-                r.details[2],
+                r.details()[2],
                 ("left".into(), serde_json::json!({"amount": 10}))
             );
             assert_eq!(
-                r.details[3],
+                r.details()[3],
                 ("right".into(), serde_json::json!({"method": "card"}))
             );
             assert!(h.done(), "joined: state and timer gone");
@@ -354,7 +354,7 @@ mod tests {
         h.advance(W + 1);
         assert_eq!(h.names(), vec![("PAID_TIMEOUT".to_string(), W)]);
         assert_eq!(
-            h.out[0].details[0],
+            h.out[0].details()[0],
             ("side".into(), serde_json::json!("left"))
         );
         // The unmatched right event of a left join ends silently at its own deadline.
@@ -398,7 +398,7 @@ mod tests {
                 ("PAID_TIMEOUT".to_string(), 500 + W)
             ]
         );
-        assert_eq!(h.out[0].details[0].1, "right");
+        assert_eq!(h.out[0].details()[0].1, "right");
         assert!(h.done());
     }
 
@@ -409,7 +409,7 @@ mod tests {
         h.send("L", 0);
         h.send("R", 30);
         assert_eq!(h.names(), vec![("PAID".to_string(), 30)]);
-        assert_eq!(h.out[0].details[0].1, format_rfc3339(0));
+        assert_eq!(h.out[0].details()[0].1, format_rfc3339(0));
         assert_eq!(h.state.pending.len(), 1);
         let bytes = vigil_storage::codec::encode(&h.state);
         let back: JoinState = vigil_storage::codec::decode(&bytes).unwrap();

@@ -97,8 +97,8 @@ impl ProcessTemplate {
         if let Some(name) = &spec.emit {
             cx.emit(
                 Record::new(RecordKind::Event, name, cx.key(), reached_at)
-                    .with("process", self.process.clone())
-                    .with("step", spec.name.clone()),
+                    .with("process", &self.process)
+                    .with("step", &spec.name),
             );
         }
         for (i, &(sla_step, from)) in self.slas.iter().enumerate() {
@@ -190,23 +190,23 @@ impl ProcessTemplate {
             let at = self.level_deadline(sla, deadline, l);
             let record = if l == 0 {
                 let record = Record::new(RecordKind::Alert, &spec.name, cx.key(), at)
-                    .with("process", self.process.clone())
-                    .with("step", spec.step.clone())
+                    .with("process", &self.process)
+                    .with("step", &spec.step)
                     .with("within", format_duration(spec.within));
                 match &spec.severity {
-                    Some(severity) => record.with("severity", severity.clone()),
+                    Some(severity) => record.with("severity", severity),
                     None => record,
                 }
             } else {
                 let escalation = &spec.escalate[l - 1];
                 let record = Record::new(RecordKind::Alert, &escalation.name, cx.key(), at)
-                    .with("process", self.process.clone())
-                    .with("step", spec.step.clone())
-                    .with("alert", spec.name.clone())
+                    .with("process", &self.process)
+                    .with("step", &spec.step)
+                    .with("alert", &spec.name)
                     .with("level", l as u64)
                     .with("after", format_duration(escalation.after));
                 match &escalation.severity {
-                    Some(severity) => record.with("severity", severity.clone()),
+                    Some(severity) => record.with("severity", severity),
                     None => record,
                 }
             };
@@ -242,9 +242,9 @@ impl ProcessTemplate {
             _ => spec.escalate[level - 1].severity.clone(),
         };
         let mut record = Record::new(RecordKind::Alert, ALERT_RESOLVED, cx.key(), at)
-            .with("process", self.process.clone())
-            .with("step", spec.step.clone())
-            .with("alert", spec.name.clone())
+            .with("process", &self.process)
+            .with("step", &spec.step)
+            .with("alert", &spec.name)
             .with("reason", reason)
             .with("level", level as u64);
         if let Some(severity) = severity {
@@ -582,7 +582,7 @@ mod tests {
         }
         /// The details of the `i`-th record, as a JSON object.
         fn details(&self, i: usize) -> Value {
-            Value::Object(self.outputs[i].details.iter().cloned().collect())
+            Value::Object(self.outputs[i].details().into_iter().collect())
         }
         fn names(&self) -> Vec<(String, Millis)> {
             self.outputs

@@ -69,7 +69,7 @@ impl Template for UnionTemplate {
             .with("type", &*event.type_name);
         for (path, name) in self.spec.fields.iter().zip(&self.names) {
             if let Some(value) = event.field(path) {
-                record = record.with(name.clone(), value.to_value());
+                record = record.with(name, value.to_value());
             }
         }
         cx.emit(record);
@@ -135,7 +135,7 @@ mod tests {
         );
         assert_eq!((r.key.as_deref(), r.event_time), (Some("C-1"), Some(5)));
         assert_eq!(
-            r.details,
+            r.details(),
             vec![
                 ("type".to_string(), serde_json::json!("B")),
                 ("b.c".to_string(), serde_json::json!(7)),

@@ -41,7 +41,7 @@ use crate::hash::stable_hash64;
 use crate::record::{Record, RecordKind};
 use crate::spec::{AggregateFn, GroupBy, WindowEmit, WindowTemplateSpec};
 use crate::template::{Context, KeyPart, Subscription, Template, TemplateError};
-use crate::time::{format_duration, format_rfc3339, Millis};
+use crate::time::{format_duration, format_rfc3339, Millis, Rfc3339};
 
 /// The name of the instance's one timer.
 pub const TIMER: &str = "window";
@@ -377,8 +377,8 @@ impl WindowTemplate {
             }
         }
         let mut record = Record::new(RecordKind::Window, &self.spec.name, key, end)
-            .with("window_start", format_rfc3339(start))
-            .with("window_end", format_rfc3339(end));
+            .with("window_start", Rfc3339(start))
+            .with("window_end", Rfc3339(end));
         for (i, spec) in self.spec.aggregates.iter().enumerate() {
             let value = match spec.function {
                 AggregateFn::Count => Value::from(count),
@@ -388,12 +388,12 @@ impl WindowTemplate {
                 AggregateFn::Avg => Value::from(sums[i] / ns[i] as f64),
                 AggregateFn::DistinctCount => Value::from(distinct[i].len()),
             };
-            record = record.with(spec.name.clone(), value);
+            record = record.with(&spec.name, value);
         }
         record
             .with("count", count)
             .with("firing", firing.name())
-            .with("process", self.process.clone())
+            .with("process", &self.process)
     }
 
     /// The timer at the next thing to do: close a window or drop a pane.
@@ -470,7 +470,7 @@ impl Template for WindowTemplate {
                             format_rfc3339(w)
                         ),
                     )
-                    .with("process", self.process.clone())
+                    .with("process", &self.process)
                     .with("type", &*event.type_name)
                     .with("raw", event.payload.text()),
             );
@@ -626,7 +626,8 @@ mod tests {
             self.out
                 .iter()
                 .map(|r| {
-                    let get = |f: &str| r.details.iter().find(|(k, _)| k == f).unwrap().1.clone();
+                    let details = r.details();
+                    let get = |f: &str| details.iter().find(|(k, _)| k == f).unwrap().1.clone();
                     (
                         r.event_time.unwrap(),
                         get("count").as_u64().unwrap_or(0),
@@ -648,10 +649,10 @@ mod tests {
         assert_eq!(run.results(), vec![(M, 2, "final".into())]);
         let first = &run.out[0];
         assert!(first
-            .details
+            .details()
             .contains(&("revenue".into(), Value::from(12.5))));
         assert!(first
-            .details
+            .details()
             .contains(&("customers".into(), Value::from(1))));
         assert_eq!(run.timers, vec![(TIMER.into(), 2 * M)]);
         run.advance(10 * M);
