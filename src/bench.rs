@@ -498,10 +498,11 @@ impl Rounds {
     }
 
     /// The run with the median throughput.
+    /// The median run by throughput; of an even number, the slower of the two middle ones.
     fn median(&self, name: &str) -> ChildReport {
         let mut runs = self.runs(name).to_vec();
         runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
-        runs[runs.len() / 2].clone()
+        runs[(runs.len() - 1) / 2].clone()
     }
 
     /// `name`'s throughput in each round.
@@ -829,9 +830,16 @@ fn report(label: &str, r: &ChildReport, of_ceiling: Option<f64>) {
     }
 }
 
+/// The middle value; of an even number, the mean of the two middle ones (not the upper one,
+/// which would favour a ratio measured twice).
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+    let mid = xs.len() / 2;
+    if xs.len() % 2 == 0 {
+        (xs[mid - 1] + xs[mid]) / 2.0
+    } else {
+        xs[mid]
+    }
 }
 
 fn fmt_rate(r: f64) -> String {
@@ -1028,5 +1036,21 @@ mod tests {
             ..rounds
         };
         assert_eq!(without.ratio_to_ceiling("a"), None);
+    }
+
+    /// Of two rounds, the ratio is the mean of both (not the better one), and the median run
+    /// the slower.
+    #[test]
+    fn two_rounds_give_the_mean_ratio_and_the_slower_run() {
+        let rounds = Rounds {
+            runs: vec![
+                ("a", vec![run(40, 1.0), run(30, 1.0)]),
+                ("b", vec![run(100, 1.0), run(100, 1.0)]),
+            ],
+            ceiling: vec![100.0, 100.0],
+        };
+        assert_eq!(rounds.ratio("a", "b"), 0.35);
+        assert_eq!(rounds.median("a").rate(), 30.0);
+        assert_eq!(rounds.ceiling(), Some(100.0));
     }
 }
