@@ -483,6 +483,18 @@ impl Instance {
     }
 }
 
+/// An instance as a checkpoint that passivates sees it: what it needs to choose, read in
+/// one pass over the cache.
+struct Candidate<'a> {
+    rank: u64,
+    /// Idle for `passivate_after`.
+    idle: bool,
+    /// To be logged if it stays.
+    relog: bool,
+    id: &'a InstanceId,
+    instance: &'a mut Instance,
+}
+
 /// A checkpoint written and not yet committed (see [`Shard::prepare_checkpoint`]).
 struct Prepared {
     txn: ShardTxn,
@@ -1310,11 +1322,7 @@ impl Shard {
         }
         let started = Instant::now();
         let mut txn = self.txn.take().expect("recovered");
-        let (idle_before, rank_below) = self.eviction_cutoffs();
-        let evict = |i: &Instance| {
-            idle_before.is_some_and(|cutoff| i.last_used < cutoff)
-                || rank_below.is_some_and(|cutoff| i.eviction_rank() < cutoff)
-        };
+        let (idle_before, excess) = self.eviction_cutoffs();
         // The log has grown well past what is live in it: write every logged instance again
         // and drop the rest.
         let rewrite = txn.log_bytes() > self.job.log_rewrite_bytes && {
@@ -1328,7 +1336,7 @@ impl Shard {
         let mut records = Vec::new();
         let record = &mut self.record;
         let state_bytes = &mut self.state_bytes;
-        if idle_before.is_none() && rank_below.is_none() && !rewrite {
+        if idle_before.is_none() && excess == 0 && !rewrite {
             // Nothing to passivate or write again: only the instances in `relog` changed since
             // a batch logged them.
             for id in self.relog.drain(..) {
@@ -1340,37 +1348,57 @@ impl Shard {
                 log_instance(&mut txn, &id, instance, record)?;
             }
         } else {
-            // The scan below finds what `relog` names. In key order (`InstanceId`'s order is
-            // its bytes' order): passivated instances land on the same or neighbouring B-tree
-            // pages.
+            // One pass over the cache reads what the choice needs of every instance (it is
+            // the shard's largest table, and most of it is not in the processor's caches);
+            // then only the instances chosen are read again. The pass finds what `relog`
+            // names.
             self.relog.clear();
-            let mut due: Vec<(&InstanceId, &mut Instance)> = self
+            let mut all: Vec<Candidate> = self
                 .cache
                 .iter_mut()
-                .filter(|(_, i)| i.dirty || evict(i) || (rewrite && i.logged()))
+                .map(|(id, instance)| Candidate {
+                    rank: instance.eviction_rank(),
+                    idle: idle_before.is_some_and(|cutoff| instance.last_used < cutoff),
+                    relog: instance.dirty || (rewrite && instance.logged()),
+                    id,
+                    instance,
+                })
                 .collect();
-            due.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            for (id, instance) in due {
+            // Beyond `max_resident`, the `excess` instances of lowest rank go (fewer if
+            // ranks tie at the cutoff).
+            let rank_below = (excess > 0).then(|| {
+                all.select_nth_unstable_by_key(excess, |c| c.rank);
+                all[excess].rank
+            });
+            let mut evicted = Vec::new();
+            for c in all {
+                if c.idle || rank_below.is_some_and(|cutoff| c.rank < cutoff) {
+                    evicted.push((c.id, c.instance));
+                } else if c.relog {
+                    encode_record(&self.job, c.id, c.instance, record, state_bytes)?;
+                    self.logged_since += u64::from(c.instance.dirty);
+                    log_instance(&mut txn, c.id, c.instance, record)?;
+                }
+            }
+            // In key order (`InstanceId`'s order is its bytes' order): passivated instances
+            // land on the same or neighbouring B-tree pages.
+            evicted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (id, instance) in evicted {
                 // The stored record (if any) is not the instance's latest.
                 let changed = instance.dirty || instance.logged();
-                if changed {
+                let record = if changed {
                     encode_record(&self.job, id, instance, record, state_bytes)?;
-                }
-                if evict(instance) {
-                    let record = changed.then(|| {
-                        records.extend_from_slice(record);
-                        records.len() - record.len()..records.len()
-                    });
-                    passivated.push(Passivated {
-                        id: id.clone(),
-                        record,
-                        logged: instance.logged(),
-                        timers: Vec::new(),
-                    });
+                    records.extend_from_slice(record);
+                    Some(records.len() - record.len()..records.len())
                 } else {
-                    self.logged_since += u64::from(instance.dirty);
-                    log_instance(&mut txn, id, instance, record)?;
-                }
+                    None
+                };
+                passivated.push(Passivated {
+                    id: id.clone(),
+                    record,
+                    logged: instance.logged(),
+                    timers: Vec::new(),
+                });
             }
         }
         for passivated in &mut passivated {
@@ -1435,14 +1463,14 @@ impl Shard {
         Some(idle_since)
     }
 
-    /// Which instances a checkpoint passivates: those last used before the first cutoff (a
-    /// `Shard::uses`; idle for `passivate_after`), and beyond `max_resident` those of
-    /// [`Instance::eviction_rank`] below the second.
+    /// Which instances a checkpoint passivates: those last used before the cutoff (a
+    /// `Shard::uses`; idle for `passivate_after`), and beyond `max_resident` the excess (the
+    /// second) of lowest [`Instance::eviction_rank`].
     ///
     /// Passivating idle instances takes a pass over the whole cache, so the first cutoff is
     /// given at most every eighth of `passivate_after`: an instance is passivated after at
     /// most 1.125 times that idle (and a checkpoint interval).
-    fn eviction_cutoffs(&mut self) -> (Option<u64>, Option<u64>) {
+    fn eviction_cutoffs(&mut self) -> (Option<u64>, usize) {
         let idle_since = self.drop_old_batch_starts();
         let looked = self
             .idle_looked_at
@@ -1455,13 +1483,7 @@ impl Shard {
             self.idle_looked_at = Some(Instant::now());
         }
         let excess = self.cache.len().saturating_sub(self.job.max_resident);
-        let by_count = if excess > 0 {
-            let mut ranks: Vec<u64> = self.cache.values().map(Instance::eviction_rank).collect();
-            Some(*ranks.select_nth_unstable(excess).1)
-        } else {
-            None
-        };
-        (idle, by_count)
+        (idle, excess)
     }
 
     /// Restarts the actor from its last checkpoint, or, past [`MAX_RESTARTS`], fails the job.
