@@ -483,18 +483,6 @@ impl Instance {
     }
 }
 
-/// An instance as a checkpoint that passivates sees it: what it needs to choose, read in
-/// one pass over the cache.
-struct Candidate<'a> {
-    rank: u64,
-    /// Idle for `passivate_after`.
-    idle: bool,
-    /// To be logged if it stays.
-    relog: bool,
-    id: &'a InstanceId,
-    instance: &'a mut Instance,
-}
-
 /// A checkpoint written and not yet committed (see [`Shard::prepare_checkpoint`]).
 struct Prepared {
     txn: ShardTxn,
@@ -1348,62 +1336,63 @@ impl Shard {
                 log_instance(&mut txn, &id, instance, record)?;
             }
         } else {
-            // One pass over the cache reads what the choice needs of every instance (it is
-            // the shard's largest table, and most of it is not in the processor's caches);
-            // then only the instances chosen are read again. The pass finds what `relog`
-            // names.
+            // The cutoff by rank first (a pass over the cache's table, reading two fields of
+            // each), then one more pass that takes the instances chosen out of the cache
+            // without looking each up again, and logs the others that changed. It finds what
+            // `relog` names.
             self.relog.clear();
-            let mut all: Vec<Candidate> = self
-                .cache
-                .iter_mut()
-                .map(|(id, instance)| Candidate {
-                    rank: instance.eviction_rank(),
-                    idle: idle_before.is_some_and(|cutoff| instance.last_used < cutoff),
-                    relog: instance.dirty || (rewrite && instance.logged()),
-                    id,
-                    instance,
-                })
-                .collect();
-            // Beyond `max_resident`, the `excess` instances of lowest rank go (fewer if
-            // ranks tie at the cutoff).
             let rank_below = (excess > 0).then(|| {
-                all.select_nth_unstable_by_key(excess, |c| c.rank);
-                all[excess].rank
+                let mut ranks: Vec<u64> =
+                    self.cache.values().map(Instance::eviction_rank).collect();
+                *ranks.select_nth_unstable(excess).1
             });
-            let mut evicted = Vec::new();
-            for c in all {
-                if c.idle || rank_below.is_some_and(|cutoff| c.rank < cutoff) {
-                    evicted.push((c.id, c.instance));
-                } else if c.relog {
-                    encode_record(&self.job, c.id, c.instance, record, state_bytes)?;
-                    self.logged_since += u64::from(c.instance.dirty);
-                    log_instance(&mut txn, c.id, c.instance, record)?;
+            let evict = |i: &Instance| {
+                idle_before.is_some_and(|cutoff| i.last_used < cutoff)
+                    || rank_below.is_some_and(|cutoff| i.eviction_rank() < cutoff)
+            };
+            let logged_since = &mut self.logged_since;
+            let job = &self.job;
+            let mut failed = None;
+            let mut evicted: Vec<(InstanceId, Instance)> = Vec::with_capacity(excess);
+            evicted.extend(self.cache.extract_if(|id, instance| {
+                if evict(instance) {
+                    return true;
                 }
+                if failed.is_none() && (instance.dirty || (rewrite && instance.logged())) {
+                    *logged_since += u64::from(instance.dirty);
+                    let logged = encode_record(job, id, instance, record, state_bytes)
+                        .map_err(ShardError::from)
+                        .and_then(|()| Ok(log_instance(&mut txn, id, instance, record)?));
+                    failed = logged.err();
+                }
+                false
+            }));
+            if let Some(error) = failed {
+                return Err(error);
             }
             // In key order (`InstanceId`'s order is its bytes' order): passivated instances
             // land on the same or neighbouring B-tree pages.
-            evicted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            evicted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            passivated.reserve_exact(evicted.len());
             for (id, instance) in evicted {
                 // The stored record (if any) is not the instance's latest.
-                let changed = instance.dirty || instance.logged();
-                let record = if changed {
-                    encode_record(&self.job, id, instance, record, state_bytes)?;
+                let record = if instance.dirty || instance.logged() {
+                    encode_record(&self.job, &id, &instance, record, state_bytes)?;
+                    if records.is_empty() {
+                        records.reserve(passivated.capacity() * (record.len() + 16));
+                    }
                     records.extend_from_slice(record);
                     Some(records.len() - record.len()..records.len())
                 } else {
                     None
                 };
                 passivated.push(Passivated {
-                    id: id.clone(),
-                    record,
                     logged: instance.logged(),
-                    timers: Vec::new(),
+                    timers: instance.meta.timers,
+                    id,
+                    record,
                 });
             }
-        }
-        for passivated in &mut passivated {
-            let instance = self.cache.remove(&passivated.id).expect("in the cache");
-            passivated.timers = instance.meta.timers;
         }
         if let Some(position) = &self.position {
             txn.put_meta("position", &codec::encode(position))?;
