@@ -590,7 +590,7 @@ impl Ctx {
     /// The drop address of ring block `block`, if it is a ring block.
     fn ring_address(&self, block: u64) -> Option<Address> {
         let h = mix64(block ^ self.ring_key);
-        if h % RING_EVERY != 0 {
+        if !h.is_multiple_of(RING_EVERY) {
             return None;
         }
         let mut r = SplitMix::new(h);
