@@ -101,14 +101,7 @@ impl Record {
         } else {
             out.push(b',');
         }
-        if field.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-            // Nothing to escape, as in every field name the templates use.
-            out.push(b'"');
-            out.extend_from_slice(field.as_bytes());
-            out.push(b'"');
-        } else {
-            push_json(out, field);
-        }
+        push_json_str(out, field);
         out.push(b':');
         out
     }
@@ -159,9 +152,12 @@ impl Record {
         out.extend_from_slice(b",\"kind\":\"");
         out.extend_from_slice(self.kind.name().as_bytes());
         out.extend_from_slice(b"\",\"name\":");
-        push_json(&mut out, self.name.as_str());
+        push_json_str(&mut out, &self.name);
         out.extend_from_slice(b",\"key\":");
-        push_json(&mut out, &self.key);
+        match &self.key {
+            Some(key) => push_json_str(&mut out, key),
+            None => out.extend_from_slice(b"null"),
+        }
         out.extend_from_slice(b",\"event_time\":");
         match self.event_time {
             Some(t) => {
@@ -204,8 +200,16 @@ impl RecordId<'_> {
     }
 }
 
-fn push_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
-    serde_json::to_writer(out, value).expect("a JSON value or text serializes into memory");
+/// Appends `text` as a JSON string, as `serde_json` writes it: copied between quotes when it
+/// has nothing to escape (names, keys, steps nearly always), else through `serde_json`.
+pub(crate) fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, text).expect("a string serializes into memory");
+    }
 }
 
 /// A JSON object's fields in their order (`serde_json::Map` sorts them).

@@ -31,7 +31,7 @@ pub struct Rfc3339(pub Millis);
 impl std::fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if let Some(text) = canonical_form(self.0) {
-            return f.write_str(std::str::from_utf8(&text).expect("digits and ASCII marks"));
+            return f.write_str(as_str(&text));
         }
         // Years before 0 or after 9999, or beyond what chrono represents.
         match DateTime::<Utc>::from_timestamp_millis(self.0) {
@@ -45,8 +45,7 @@ impl std::fmt::Display for Rfc3339 {
 impl serde::Serialize for Rfc3339 {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match canonical_form(self.0) {
-            Some(text) => serializer
-                .serialize_str(std::str::from_utf8(&text).expect("digits and ASCII marks")),
+            Some(text) => serializer.serialize_str(as_str(&text)),
             None => serializer.collect_str(self),
         }
     }
@@ -86,6 +85,11 @@ fn canonical_form(millis: Millis) -> Option<[u8; 24]> {
     put_digits(&mut text[17..19], seconds % 60);
     put_digits(&mut text[20..23], of_day % 1_000);
     Some(text)
+}
+
+/// [`canonical_form`]'s bytes as text.
+fn as_str(text: &[u8; 24]) -> &str {
+    std::str::from_utf8(text).expect("digits and ASCII marks")
 }
 
 /// Year, month (1–12) and day (1–31) of a day counted from 1970-01-01, in the proleptic

@@ -46,7 +46,7 @@ use serde_json::Value;
 use crate::event::Event;
 use crate::expr::{to_cel, Expr, Vars};
 use crate::payload::Payload;
-use crate::record::{Record, RecordKind};
+use crate::record::{push_json_str, Record, RecordKind};
 use crate::spec::{
     Contiguity, FieldPath, Occurs, PatternSpec, PatternTemplateSpec, ProcessSpec, SkipStrategy,
     TemplateSpec,
@@ -774,8 +774,7 @@ impl PatternTemplate {
                     out.extend_from_slice(b"{\"at\":\"");
                     Rfc3339(t.time).append_to(out);
                     out.extend_from_slice(b"\",\"step\":");
-                    serde_json::to_writer(&mut *out, &p.spec.steps[t.step as usize].name)
-                        .expect("a string serializes into memory");
+                    push_json_str(out, &p.spec.steps[t.step as usize].name);
                     out.push(b'}');
                 }
                 out.push(b']');
