@@ -24,8 +24,11 @@ use foldhash::HashMap;
 use crate::keys::{InstanceId, TimerKey};
 use crate::StorageError;
 
-/// A chunk is written once the entry being built reaches this size.
-pub(crate) const CHUNK_BYTES: usize = 1 << 20;
+/// The most a chunk holds, unless it is one record larger than this: a chunk is written when
+/// the next record would take it past this size. With redb's leaf header and its key (16
+/// bytes) it fits a 1 MiB page; a chunk of 1 MiB or more took a 2 MiB page, whose unused half
+/// was zeroed and written to disk as well.
+pub(crate) const CHUNK_BYTES: usize = (1 << 20) - 4096;
 
 const PUT: u8 = 1;
 const FORGET: u8 = 2;

@@ -359,8 +359,9 @@ impl ShardTxn {
         timers: &[(TimerName, i64)],
     ) -> Result<(), StorageError> {
         let timers = timers.iter().map(|(name, time)| (*time, name.as_str()));
+        let start = self.entry.len();
         log::put(&mut self.entry, id, record, stored, timers);
-        self.write_chunk_if_full()
+        self.write_chunk_if_full(start)
     }
 
     /// Passivates an instance: `record` (if it changed since it was passivated last) goes to
@@ -403,8 +404,9 @@ impl ShardTxn {
             self.tables_mut().timers.insert(key.as_slice(), ())?;
         }
         if logged {
+            let start = self.entry.len();
             log::forget(&mut self.entry, &encoded);
-            self.write_chunk_if_full()?;
+            self.write_chunk_if_full(start)?;
         }
         Ok(())
     }
@@ -439,8 +441,9 @@ impl ShardTxn {
     ) -> Result<(), StorageError> {
         let encoded = id.encode();
         if logged {
+            let start = self.entry.len();
             log::forget(&mut self.entry, &encoded);
-            self.write_chunk_if_full()?;
+            self.write_chunk_if_full(start)?;
         }
         if stored {
             self.deleted_instances.insert(encoded);
@@ -567,24 +570,32 @@ impl ShardTxn {
         Ok(())
     }
 
-    fn write_chunk_if_full(&mut self) -> Result<(), StorageError> {
-        if self.entry.len() >= CHUNK_BYTES {
-            self.write_chunk()?;
+    /// Called after appending a record at `start` of the entry: if the record takes the entry
+    /// past [`CHUNK_BYTES`], the entry before it is written as a chunk and the record starts
+    /// the next. (Only a record larger than a chunk makes one larger.)
+    fn write_chunk_if_full(&mut self, start: usize) -> Result<(), StorageError> {
+        if self.entry.len() > CHUNK_BYTES && start > 0 {
+            self.write_chunk_of(start)?;
         }
         Ok(())
     }
 
     fn write_chunk(&mut self) -> Result<(), StorageError> {
-        if self.entry.is_empty() {
+        self.write_chunk_of(self.entry.len())
+    }
+
+    /// Writes the entry's first `len` bytes (whole records) as the next chunk.
+    fn write_chunk_of(&mut self, len: usize) -> Result<(), StorageError> {
+        if len == 0 {
             return Ok(());
         }
         let entry = std::mem::take(&mut self.entry);
         let seq = self.next_seq;
-        self.tables_mut().log.insert(seq, entry.as_slice())?;
+        self.tables_mut().log.insert(seq, &entry[..len])?;
         self.next_seq += 1;
-        self.log_bytes += entry.len() as u64;
+        self.log_bytes += len as u64;
         self.entry = entry;
-        self.entry.clear();
+        self.entry.drain(..len);
         Ok(())
     }
 
@@ -787,6 +798,62 @@ mod tests {
             prop_assert_eq!(ra.cmp(&rb), expected);
             prop_assert_eq!(ra.cmp_key(&b), expected);
             prop_assert_eq!(ra.decode().unwrap(), TimerKey::decode(&a).unwrap());
+        }
+    }
+
+    /// Log chunks stay within [`CHUNK_BYTES`] (a 1 MiB page in redb), except a chunk of one
+    /// larger record, and every record comes back from them in order.
+    #[test]
+    fn log_chunks_stay_within_a_page_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShardStore::open(&dir.path().join("shard.redb")).unwrap();
+        let (mut txn, logged) = store.begin().unwrap();
+        assert!(logged.is_empty());
+        let record = |i: usize| vec![(i % 251) as u8; 900 + i % 200];
+        let large = vec![9u8; CHUNK_BYTES + 10];
+        let large_id = InstanceId::new(1, "large");
+        for i in 0..4000 {
+            let id = InstanceId::new(0, format!("order-{i}"));
+            txn.log_instance(&id, &record(i), false, &[]).unwrap();
+            if i == 2000 {
+                txn.log_instance(&large_id, &large, false, &[]).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        drop(txn);
+
+        let read = store.db.begin_read().unwrap();
+        let chunks: Vec<usize> = read
+            .open_table(LOG)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|row| row.unwrap().1.value().len())
+            .collect();
+        let oversized: Vec<usize> = chunks
+            .iter()
+            .copied()
+            .filter(|&n| n > CHUNK_BYTES)
+            .collect();
+        // The large record alone: its put record is its bytes plus the id and lengths.
+        assert_eq!(oversized.len(), 1, "chunks: {chunks:?}");
+        assert!(oversized[0] < large.len() + 64, "chunks: {chunks:?}");
+        // 4000 records of about 1 KiB (4.2 MB): four chunks, each written when the next
+        // record would not fit, but the one the large record cut short and the last.
+        assert_eq!(chunks.len(), 5, "chunks: {chunks:?}");
+        let full = chunks
+            .iter()
+            .filter(|&&n| n > CHUNK_BYTES - 1100 && n <= CHUNK_BYTES);
+        assert_eq!(full.count(), 2, "chunks: {chunks:?}");
+
+        let (_, logged) = store.begin().unwrap();
+        assert_eq!(logged.len(), 4001);
+        for instance in logged {
+            let expected = match instance.id.key.strip_prefix("order-") {
+                Some(i) => record(i.parse().unwrap()),
+                None => large.clone(),
+            };
+            assert_eq!(instance.record, expected, "{:?}", instance.id);
         }
     }
 }
