@@ -29,6 +29,11 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta.v1");
 /// The instance log: chunk sequence number → records (see [`crate::log`]).
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log.v1");
 
+/// At most this many log chunks (about 8 MiB) wait in memory for the commit to insert them;
+/// beyond it they are inserted at once. It bounds a shard's memory for them when checkpoints
+/// are far apart.
+const PENDING_CHUNKS: usize = 8;
+
 /// redb's page cache per shard (read cache and write buffer together). redb's default, 1 GiB
 /// per database, let 8 shards over a million instances keep every page they touched in memory;
 /// pages beyond this are read again from the file (the OS page cache, usually). 16 MiB, not
@@ -246,8 +251,13 @@ pub struct ShardTxn {
     /// Encoded keys of the timers of logged instances: in memory only (and in the instances'
     /// log records).
     resident_timers: BTreeSet<ResidentTimer>,
-    /// Log records not yet written to the log table.
+    /// Log records not yet in a chunk.
     entry: Vec<u8>,
+    /// Chunks not yet inserted into the log table, with their sequence numbers: the commit
+    /// inserts them, so that copying them into redb's pages (and writing pages out when its
+    /// write buffer is full) happens off the worker thread for a periodic checkpoint. Kept
+    /// to [`PENDING_CHUNKS`].
+    pending_chunks: Vec<(u64, Vec<u8>)>,
     /// The sequence number of the next log chunk.
     next_seq: u64,
     /// Bytes in the log table, counting the chunks written in this interval.
@@ -288,6 +298,7 @@ impl ShardTxn {
             txn: None,
             resident_timers: BTreeSet::new(),
             entry: Vec::new(),
+            pending_chunks: Vec::new(),
             next_seq: 0,
             log_bytes: 0,
             log_starts_at: None,
@@ -584,18 +595,31 @@ impl ShardTxn {
         self.write_chunk_of(self.entry.len())
     }
 
-    /// Writes the entry's first `len` bytes (whole records) as the next chunk.
+    /// Makes the entry's first `len` bytes (whole records) the next chunk, to be inserted
+    /// into the log table at the commit, or now if more than [`PENDING_CHUNKS`] wait.
     fn write_chunk_of(&mut self, len: usize) -> Result<(), StorageError> {
         if len == 0 {
             return Ok(());
         }
-        let entry = std::mem::take(&mut self.entry);
-        let seq = self.next_seq;
-        self.tables_mut().log.insert(seq, &entry[..len])?;
+        let rest = self.entry.len() - len;
+        // Room for a chunk and the record that takes it past `CHUNK_BYTES`.
+        let mut next = Vec::with_capacity((CHUNK_BYTES + 64 * 1024).max(rest));
+        next.extend_from_slice(&self.entry[len..]);
+        let mut chunk = std::mem::replace(&mut self.entry, next);
+        chunk.truncate(len);
+        self.pending_chunks.push((self.next_seq, chunk));
         self.next_seq += 1;
         self.log_bytes += len as u64;
-        self.entry = entry;
-        self.entry.drain(..len);
+        if self.pending_chunks.len() > PENDING_CHUNKS {
+            self.insert_pending_chunks()?;
+        }
+        Ok(())
+    }
+
+    fn insert_pending_chunks(&mut self) -> Result<(), StorageError> {
+        for (seq, chunk) in std::mem::take(&mut self.pending_chunks) {
+            self.tables_mut().log.insert(seq, chunk.as_slice())?;
+        }
         Ok(())
     }
 
@@ -610,6 +634,7 @@ impl ShardTxn {
         }
         self.timers_from.get_mut().clear();
         self.write_chunk()?;
+        self.insert_pending_chunks()?;
         if let Some(start) = self.log_starts_at.take() {
             self.tables_mut().log.retain_in(..start, |_, _| false)?;
         }
@@ -799,6 +824,35 @@ mod tests {
             prop_assert_eq!(ra.cmp_key(&b), expected);
             prop_assert_eq!(ra.decode().unwrap(), TimerKey::decode(&a).unwrap());
         }
+    }
+
+    /// Chunks wait for the commit, at most [`PENDING_CHUNKS`] of them: a long interval's log
+    /// goes into the table as it grows instead of piling up in memory.
+    #[test]
+    fn log_chunks_wait_for_the_commit_up_to_a_bound() {
+        use redb::ReadableTableMetadata;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShardStore::open(&dir.path().join("shard.redb")).unwrap();
+        let (mut txn, _) = store.begin().unwrap();
+        let record = vec![1u8; 10_000];
+        let mut waited = 0;
+        // About 100 records a chunk: PENDING_CHUNKS + 4 chunks.
+        for i in 0..(PENDING_CHUNKS + 4) * 100 {
+            let id = InstanceId::new(0, format!("order-{i}"));
+            txn.log_instance(&id, &record, false, &[]).unwrap();
+            assert!(txn.pending_chunks.len() <= PENDING_CHUNKS);
+            waited = waited.max(txn.pending_chunks.len());
+        }
+        assert_eq!(waited, PENDING_CHUNKS);
+        let in_table = txn.tables().log.len().unwrap();
+        assert!(in_table > 0);
+        assert_eq!(in_table + txn.pending_chunks.len() as u64, txn.next_seq);
+        txn.commit().unwrap();
+        assert!(txn.pending_chunks.is_empty());
+        assert_eq!(txn.tables().log.len().unwrap(), txn.next_seq);
+        drop(txn);
+        let (_, logged) = store.begin().unwrap();
+        assert_eq!(logged.len(), (PENDING_CHUNKS + 4) * 100);
     }
 
     /// Log chunks stay within [`CHUNK_BYTES`] (a 1 MiB page in redb), except a chunk of one
