@@ -1217,12 +1217,32 @@ impl Shard {
 
     fn fire(&mut self, timer: TimerKey) -> Result<(), ShardError> {
         let id = InstanceId::new(timer.template, timer.key.as_str());
-        if timer.name == PURGE_TIMER && !self.cache.contains_key(&id) {
-            // A passivated tombstone (only a tombstone has this timer, and the timer table
-            // has the timers of the record it passivated): delete it without reading it.
-            self.counts.timers_fired += 1;
-            self.txn().remove_instance(&id, false, true)?;
-            return Ok(());
+        if timer.name == PURGE_TIMER {
+            // A tombstone's purge (only a tombstone has this timer): deleted without being
+            // activated.
+            match self.cache.get(&id) {
+                None => {
+                    // Passivated (the timer table has the timers of the record it passivated):
+                    // deleted without reading it.
+                    self.counts.timers_fired += 1;
+                    self.txn().remove_instance(&id, false, true)?;
+                    return Ok(());
+                }
+                Some(instance) if instance.state.is_none() => {
+                    let due = instance
+                        .meta
+                        .timers
+                        .iter()
+                        .any(|(n, t)| n == PURGE_TIMER && *t == timer.time);
+                    if due {
+                        let instance = self.cache.remove(&id).expect("found");
+                        self.counts.timers_fired += 1;
+                        self.forget(&id, &instance)?;
+                    }
+                    return Ok(()); // else stale: revived and ended again since
+                }
+                Some(_) => {}
+            }
         }
         let instance = self.activate(&id)?;
         let Some(index) = instance
@@ -1235,13 +1255,7 @@ impl Shard {
         };
         instance.meta.timers.remove(index);
         instance.dirty = true;
-        let tombstone = instance.state.is_none();
         self.counts.timers_fired += 1;
-        if timer.name == PURGE_TIMER && tombstone {
-            let instance = self.cache.remove(&id).expect("activated");
-            self.forget(&id, &instance)?;
-            return Ok(());
-        }
         self.run_handler(&id, Trigger::Timer(&timer.name, timer.time))?;
         Ok(())
     }
