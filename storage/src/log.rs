@@ -1,9 +1,10 @@
 //! The instance log: how a checkpoint writes the instances a shard keeps in memory.
 //!
-//! The shard appends the record of every instance a batch of events changed, in chunks of
-//! about [`CHUNK_BYTES`], each under the next sequence number of the `log` table, in the
-//! write transaction the next checkpoint commits. Writing them is one sequential append; putting each into the instance B-tree cost
-//! a copy-on-write leaf per instance per checkpoint (about 6 µs each, half the throughput of
+//! The shard appends the record of every instance a batch of events changed, in chunks of at
+//! most [`CHUNK_BYTES`], each under the next sequence number of the `log` table, in the
+//! write transaction the next checkpoint commits (which inserts them). Writing them is one
+//! sequential append; putting each into the instance B-tree cost a copy-on-write leaf per
+//! instance per checkpoint (about 6 µs each, half the throughput of
 //! the full topology with 1 s checkpoints). An instance leaves the log when it ends or when
 //! the shard passivates it into the instance table; a checkpoint whose log has grown well past
 //! what is live rewrites the live records as a new entry and drops the older ones.
