@@ -306,3 +306,35 @@ fn every_timer_of_a_passivated_order_fires_when_one_watermark_step_passes_them()
         "A expired; B and ORD-LATE are open"
     );
 }
+
+#[test]
+fn a_long_lived_instance_remembers_its_event_ids_for_the_retention_only() {
+    // One open order with a payment event every minute for 10 h (event time), and
+    // `dedup_retention = "2h"`: a duplicate of a payment 30 min old is ignored, one of a
+    // payment 10 h old is a new event, and the order's record holds 2 to 4 h of ids, not 10.
+    let work = Workdir::new();
+    let start = 1_793_613_600_000_i64; // 2026-11-02T10:00:00Z
+    let at = |minute: i64| vigil_actors::time::format_rfc3339(start + minute * 60_000);
+    let mut lines = vec![created("c", "ORD-LONG", &at(0))];
+    for minute in 1..=600 {
+        lines.push(paid(&format!("p{minute}"), "ORD-LONG", &at(minute)));
+    }
+    lines.push(paid("p570", "ORD-LONG", &at(570)));
+    lines.push(paid("p1", "ORD-LONG", &at(1)));
+    write_events(&work, 0, &lines);
+    let summary = job::run(work.compile(EXAMPLE), RunOptions::default()).unwrap();
+
+    assert_eq!(summary.counts.duplicates, 1, "{:?}", summary.counts);
+    assert_eq!(summary.counts.processed, 602, "{:?}", summary.counts);
+    let records: Vec<usize> = (0..8)
+        .flat_map(|shard| {
+            let store = ShardStore::open(&Shard::path(&work.state(), shard)).unwrap();
+            let instances = store.read().unwrap().instances().unwrap();
+            instances.into_iter().map(|(_, record)| record.len())
+        })
+        .collect();
+    assert_eq!(records.len(), 1);
+    // At most about 4 h of ids (two generations of 2 h) at 9 bytes each: under 2 500 bytes;
+    // all 602 would be over 5 400.
+    assert!(records[0] < 2_500, "record of {} bytes", records[0]);
+}

@@ -355,8 +355,8 @@ impl JobContext {
 /// What the runtime keeps of an instance besides its template state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct InstanceMeta {
-    /// Hashes of the event ids seen, to ignore duplicates.
-    seen: Vec<u64>,
+    /// The event ids seen, to ignore duplicates.
+    seen: SeenIds,
     /// The instance's timers (name, time).
     timers: Timers,
     /// Set once the instance has ended: it is a tombstone until its purge timer.
@@ -386,10 +386,18 @@ struct CensusRecord<'a> {
 /// [`InstanceMeta`]'s fields, read past.
 #[derive(Deserialize)]
 struct CensusMeta<'a> {
-    _seen: Counted<u64>,
+    _seen: CensusSeen,
     #[serde(borrow)]
     timers: Counted<(&'a str, Millis)>,
     _ended_at: Option<Millis>,
+}
+
+/// [`SeenIds`]' fields, read past.
+#[derive(Deserialize)]
+struct CensusSeen {
+    _hashes: Counted<u64>,
+    _older: u32,
+    _since: Millis,
 }
 
 /// A sequence decoded element by element, counted and not kept.
@@ -498,6 +506,42 @@ struct Prepared {
     /// Syncing the sinks, writing the passivated instances and committing (`sink_sync_us`
     /// included).
     commit_us: u64,
+}
+
+/// The hashes of an instance's event ids, to ignore duplicates, in two generations. A new
+/// generation starts when the current one began more than `dedup_retention` of watermark
+/// before, and the older one is then forgotten: an id is kept for at least `dedup_retention`
+/// of watermark after it came, and about twice that at most. So a long-lived instance keeps
+/// the ids of that span, not every id it ever had (it did: its record grew with every event,
+/// and each event searched them all). A duplicate later than that is taken as a new event.
+/// A tombstone takes no new ids: it keeps its own until it is purged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct SeenIds {
+    /// The older generation's hashes, then the current one's.
+    hashes: Vec<u64>,
+    /// How many of `hashes` are the older generation's.
+    older: u32,
+    /// The watermark when the current generation started.
+    since: Millis,
+}
+
+impl SeenIds {
+    fn contains(&self, hash: u64) -> bool {
+        self.hashes.contains(&hash)
+    }
+
+    /// Remembers `hash`, at `watermark`; first, if the current generation began more than
+    /// `retention` before, forgets the older one and starts a new one.
+    fn insert(&mut self, hash: u64, watermark: Millis, retention: Millis) {
+        if self.hashes.len() == self.older as usize {
+            self.since = watermark; // the first id of all
+        } else if self.since < watermark.saturating_sub(retention) {
+            self.hashes.drain(..self.older as usize);
+            self.older = self.hashes.len() as u32;
+            self.since = watermark;
+        }
+        self.hashes.push(hash);
+    }
 }
 
 /// Lowers the shard's bound on the earliest timer (`Shard::next_timer`) to `time`: a timer
@@ -1010,15 +1054,16 @@ impl Shard {
             .as_deref()
             .filter(|_| self.job.templates[template as usize].dedup_by_event_id())
             .map(|i| stable_hash64(i.as_bytes()));
+        let (watermark, retention) = (self.watermark, self.job.dedup_retention);
         let instance = self.activate(&id)?;
         if let Some(hash) = id_hash {
-            if instance.meta.seen.contains(&hash) {
+            if instance.meta.seen.contains(hash) {
                 if primary {
                     self.counts.duplicates += 1;
                 }
                 return Ok(());
             }
-            instance.meta.seen.push(hash);
+            instance.meta.seen.insert(hash, watermark, retention);
             instance.dirty = true;
         }
         if instance.state.is_none() {
@@ -1697,12 +1742,43 @@ impl Handler<Snapshot> for Shard {
 mod tests {
     use super::*;
 
+    /// An id is kept for at least the retention of watermark after it came, in two
+    /// generations; the older goes when the current one is older than the retention.
+    #[test]
+    fn event_ids_are_kept_for_the_retention_in_two_generations() {
+        let mut seen = SeenIds::default();
+        seen.insert(1, Millis::MIN, 100); // before any watermark
+        seen.insert(2, 0, 100); // the first generation becomes the older one
+        assert_eq!(
+            (seen.hashes.as_slice(), seen.older, seen.since),
+            (&[1, 2][..], 1, 0)
+        );
+        seen.insert(3, 100, 100); // 100 after the current began: kept
+        assert!([1, 2, 3].iter().all(|&h| seen.contains(h)));
+        seen.insert(4, 101, 100); // 101 after: 1 goes, 2 and 3 become the older
+        assert_eq!(
+            (seen.hashes.as_slice(), seen.older, seen.since),
+            (&[2, 3, 4][..], 2, 101)
+        );
+        assert!(!seen.contains(1));
+        seen.insert(5, 150, 100);
+        seen.insert(6, 202, 100); // 2 (came at 0) and 3 (at 100) go; 4 came at 101
+        assert_eq!(
+            (seen.hashes.as_slice(), seen.older, seen.since),
+            (&[4, 5, 6][..], 2, 202)
+        );
+    }
+
     /// The census reads the tombstone flag from the bytes a checkpoint writes, past any
     /// number of event ids and timers.
     #[test]
     fn census_record_reads_what_a_checkpoint_writes() {
         let meta = InstanceMeta {
-            seen: vec![1, u64::MAX, 300],
+            seen: SeenIds {
+                hashes: vec![1, u64::MAX, 300],
+                older: 2,
+                since: Millis::MIN,
+            },
             timers: vec![("sla".into(), 1_700_000_000_000), (PURGE_TIMER.into(), -5)],
             ended_at: None,
         };

@@ -6,8 +6,9 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Written as the first byte of every encoded value.
-pub const FORMAT_VERSION: u8 = 1;
+/// Written as the first byte of every encoded value. 2: an instance's event ids carry their
+/// event's time (state written by version 1 is refused, with this error, not misread).
+pub const FORMAT_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
