@@ -514,7 +514,7 @@ struct Prepared {
 /// of watermark after it came, and about twice that at most. So a long-lived instance keeps
 /// the ids of that span, not every id it ever had (it did: its record grew with every event,
 /// and each event searched them all). A duplicate later than that is taken as a new event.
-/// A tombstone takes no new ids: it keeps its own until it is purged.
+/// A tombstone keeps its ids until it is purged; it takes a new one only as it is revived.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct SeenIds {
     /// The older generation's hashes, then the current one's.

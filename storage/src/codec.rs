@@ -6,8 +6,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Written as the first byte of every encoded value. 2: an instance's event ids carry their
-/// event's time (state written by version 1 is refused, with this error, not misread).
+/// Written as the first byte of every encoded value. 2: an instance's event ids are kept in
+/// two generations (state written by version 1 is refused, with this error, not misread).
 pub const FORMAT_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]

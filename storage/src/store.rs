@@ -634,6 +634,10 @@ impl ShardTxn {
         }
         self.timers_from.get_mut().clear();
         self.write_chunk()?;
+        if let Some(start) = self.log_starts_at {
+            // Chunks of the log before the rewrite: not inserted only to be deleted.
+            self.pending_chunks.retain(|(seq, _)| *seq >= start);
+        }
         self.insert_pending_chunks()?;
         if let Some(start) = self.log_starts_at.take() {
             self.tables_mut().log.retain_in(..start, |_, _| false)?;
