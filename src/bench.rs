@@ -497,7 +497,6 @@ impl Rounds {
         runs
     }
 
-    /// The run with the median throughput.
     /// The median run by throughput; of an even number, the slower of the two middle ones.
     fn median(&self, name: &str) -> ChildReport {
         let mut runs = self.runs(name).to_vec();

@@ -370,9 +370,7 @@ impl ShardTxn {
         timers: &[(TimerName, i64)],
     ) -> Result<(), StorageError> {
         let timers = timers.iter().map(|(name, time)| (*time, name.as_str()));
-        let start = self.entry.len();
-        log::put(&mut self.entry, id, record, stored, timers);
-        self.write_chunk_if_full(start)
+        self.append_to_log(|entry| log::put(entry, id, record, stored, timers))
     }
 
     /// Passivates an instance: `record` (if it changed since it was passivated last) goes to
@@ -415,9 +413,7 @@ impl ShardTxn {
             self.tables_mut().timers.insert(key.as_slice(), ())?;
         }
         if logged {
-            let start = self.entry.len();
-            log::forget(&mut self.entry, &encoded);
-            self.write_chunk_if_full(start)?;
+            self.append_to_log(|entry| log::forget(entry, &encoded))?;
         }
         Ok(())
     }
@@ -452,9 +448,7 @@ impl ShardTxn {
     ) -> Result<(), StorageError> {
         let encoded = id.encode();
         if logged {
-            let start = self.entry.len();
-            log::forget(&mut self.entry, &encoded);
-            self.write_chunk_if_full(start)?;
+            self.append_to_log(|entry| log::forget(entry, &encoded))?;
         }
         if stored {
             self.deleted_instances.insert(encoded);
@@ -581,10 +575,12 @@ impl ShardTxn {
         Ok(())
     }
 
-    /// Called after appending a record at `start` of the entry: if the record takes the entry
-    /// past [`CHUNK_BYTES`], the entry before it is written as a chunk and the record starts
-    /// the next. (Only a record larger than a chunk makes one larger.)
-    fn write_chunk_if_full(&mut self, start: usize) -> Result<(), StorageError> {
+    /// Appends one record to the entry with `append`. If it takes the entry past
+    /// [`CHUNK_BYTES`], the entry before it becomes a chunk and the record starts the next.
+    /// (Only a record larger than a chunk makes one larger.)
+    fn append_to_log(&mut self, append: impl FnOnce(&mut Vec<u8>)) -> Result<(), StorageError> {
+        let start = self.entry.len();
+        append(&mut self.entry);
         if self.entry.len() > CHUNK_BYTES && start > 0 {
             self.write_chunk_of(start)?;
         }
@@ -634,12 +630,13 @@ impl ShardTxn {
         }
         self.timers_from.get_mut().clear();
         self.write_chunk()?;
-        if let Some(start) = self.log_starts_at {
+        let log_starts_at = self.log_starts_at.take();
+        if let Some(start) = log_starts_at {
             // Chunks of the log before the rewrite: not inserted only to be deleted.
             self.pending_chunks.retain(|(seq, _)| *seq >= start);
         }
         self.insert_pending_chunks()?;
-        if let Some(start) = self.log_starts_at.take() {
+        if let Some(start) = log_starts_at {
             self.tables_mut().log.retain_in(..start, |_, _| false)?;
         }
         self.take_txn().commit()?;
