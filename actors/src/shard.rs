@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use tracing::{debug, debug_span, warn};
 use vigil_storage::{
     codec, InstanceId, PinnedCheckpoint, ShardStore, ShardTxn, StorageError, TimerKey, TimerRef,
@@ -517,8 +518,9 @@ struct Prepared {
 /// A tombstone keeps its ids until it is purged; it takes a new one only as it is revived.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct SeenIds {
-    /// The older generation's hashes, then the current one's.
-    hashes: Vec<u64>,
+    /// The older generation's hashes, then the current one's; two inline, in the space of a
+    /// `Vec` (a new instance is then an allocation fewer).
+    hashes: SmallVec<[u64; 2]>,
     /// How many of `hashes` are the older generation's.
     older: u32,
     /// The watermark when the current generation started.
@@ -1775,11 +1777,14 @@ mod tests {
     fn census_record_reads_what_a_checkpoint_writes() {
         let meta = InstanceMeta {
             seen: SeenIds {
-                hashes: vec![1, u64::MAX, 300],
+                hashes: smallvec::smallvec![1, u64::MAX, 300],
                 older: 2,
                 since: Millis::MIN,
             },
-            timers: vec![("sla".into(), 1_700_000_000_000), (PURGE_TIMER.into(), -5)],
+            timers: smallvec::smallvec![
+                ("sla".into(), 1_700_000_000_000),
+                (PURGE_TIMER.into(), -5)
+            ],
             ended_at: None,
         };
         for state in [Some(vec![7u8; 300]), Some(Vec::new()), None] {

@@ -158,8 +158,9 @@ pub trait Template: Send + Sync + 'static {
 
 pub use vigil_storage::TimerName;
 
-/// An instance's timers: each one's name and the event time it fires at.
-pub type Timers = Vec<(TimerName, Millis)>;
+/// An instance's timers: each one's name and the event time it fires at. Two inline: an order
+/// has an SLA and an expiry, a pattern run its deadline.
+pub type Timers = SmallVec<[(TimerName, Millis); 2]>;
 
 /// The timers a handler call set or cancelled, each with its time before the call. Inline:
 /// a call changes one or two timers, and this is made for every call.

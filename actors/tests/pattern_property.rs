@@ -193,7 +193,7 @@ fn run_template(spec: PatternSpec, events: &[Ev]) -> (Vec<Out>, bool) {
     );
     let mut state = PatternState::default();
     let mut records: Vec<Record> = Vec::new();
-    let mut timers: Timers = Vec::new();
+    let mut timers = Timers::new();
     let fire_upto =
         |upto: Millis, state: &mut PatternState, records: &mut Vec<Record>, timers: &mut Timers| {
             while let Some((name, at)) = timers

@@ -193,7 +193,7 @@ fn run_template(
         let key = input.key();
         let instance = instances.entry(key.clone()).or_insert_with(|| Instance {
             state: WindowState::default(),
-            timers: Vec::new(),
+            timers: Timers::new(),
         });
         let event = input.event(seq as u64);
         let mut records = Vec::new();
@@ -365,7 +365,7 @@ proptest! {
 fn a_48h_window_sliding_by_the_minute_keeps_panes_not_events() {
     let template = WindowTemplate::new("velocity", spec(48 * 60 * MIN, MIN, 0));
     let mut state = WindowState::default();
-    let (mut records, mut timers) = (Vec::new(), Vec::new());
+    let (mut records, mut timers) = (Vec::new(), Timers::new());
     // 10 events a minute for 3 hours, all in one group.
     for i in 0..1_800i64 {
         let input = Input {

@@ -56,7 +56,7 @@ fn bench_one_match(
     group.throughput(Throughput::Elements(events.len() as u64));
     group.bench_function(name, |b| {
         let mut outputs: Vec<Record> = Vec::new();
-        let mut timers: Timers = Vec::new();
+        let mut timers = Timers::new();
         b.iter(|| {
             let mut state = PatternState::default();
             outputs.clear();
@@ -120,7 +120,7 @@ fn bench_pattern(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("absence_start", |b| {
         let mut outputs: Vec<Record> = Vec::new();
-        let mut timers: Timers = Vec::new();
+        let mut timers = Timers::new();
         b.iter(|| {
             let mut state = PatternState::default();
             timers.clear();
@@ -135,7 +135,7 @@ fn bench_pattern(c: &mut Criterion) {
     let unrelated = event(1, "PAYMENT_AUTHORIZED", 0, "card");
     group.bench_function("no_run", |b| {
         let mut outputs: Vec<Record> = Vec::new();
-        let mut timers: Timers = Vec::new();
+        let mut timers = Timers::new();
         b.iter(|| {
             let mut state = PatternState::default();
             let mut cx = Context::for_test("C-1", 0, &mut outputs, &mut timers);

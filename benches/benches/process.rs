@@ -30,7 +30,7 @@ fn bench_process(c: &mut Criterion) {
     group.throughput(Throughput::Elements(order.len() as u64));
     group.bench_function("order_sequence", |b| {
         let mut outputs: Vec<Record> = Vec::new();
-        let mut timers: Timers = Vec::new();
+        let mut timers = Timers::new();
         b.iter(|| {
             let mut state = ProcessState::default();
             outputs.clear();

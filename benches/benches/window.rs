@@ -85,7 +85,7 @@ fn event(i: u64) -> Event {
 /// emitted, expired panes dropped) with the watermark at each event's time.
 fn steady(template: &WindowTemplate, events: u64) -> Vec<(WindowState, Timers)> {
     let mut groups: Vec<_> = (0..GROUPS)
-        .map(|_| (WindowState::default(), Vec::new()))
+        .map(|_| (WindowState::default(), Timers::new()))
         .collect();
     let mut outputs: Vec<Record> = Vec::new();
     for i in 0..events {

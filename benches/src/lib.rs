@@ -134,7 +134,7 @@ pub fn run_events(
     let mut state = ProcessState::default();
     let mut seen = Vec::new();
     let mut outputs: Vec<Record> = Vec::new();
-    let mut timers = Vec::new();
+    let mut timers = Timers::new();
     for event in events {
         if let Some(id) = &event.id {
             seen.push(stable_hash64(id.as_bytes()));
@@ -158,9 +158,19 @@ pub struct InstanceRecord {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceMeta {
-    pub seen: Vec<u64>,
+    pub seen: SeenIds,
     pub timers: Timers,
     pub ended_at: Option<Millis>,
+}
+
+/// Mirrors the runtime's private `SeenIds`: the event ids' hashes in two generations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeenIds {
+    pub hashes: Vec<u64>,
+    /// How many of `hashes` are the older generation's.
+    pub older: u32,
+    /// The watermark when the current generation started.
+    pub since: Millis,
 }
 
 /// An open order mid-process, as a shard checkpoints it: created and one of two parcels
@@ -171,7 +181,11 @@ pub fn open_order(spec: &JobSpec, lines: &[String]) -> (ProcessState, InstanceRe
     let (state, seen, timers) = run_events(&template, &order[..2]);
     let record = InstanceRecord {
         meta: InstanceMeta {
-            seen,
+            seen: SeenIds {
+                hashes: seen,
+                older: 0,
+                since: order[0].time,
+            },
             timers,
             ended_at: None,
         },

@@ -145,6 +145,7 @@ pub fn register(registry: &mut Registry) {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use vigil_actors::template::Timers;
 
     const DAY: Millis = 86_400_000;
 
@@ -172,15 +173,19 @@ mod tests {
 
     #[test]
     fn the_third_order_within_a_week_is_reported_once_even_out_of_order() {
-        let (t, mut state, mut outputs, mut timers) =
-            (template(), RecentOrders::default(), Vec::new(), Vec::new());
+        let (t, mut state, mut outputs, mut timers) = (
+            template(),
+            RecentOrders::default(),
+            Vec::new(),
+            Timers::new(),
+        );
         for time in [0, 9 * DAY, 8 * DAY, 12 * DAY, 13 * DAY] {
             let mut cx = Context::for_test("C-1", time, &mut outputs, &mut timers);
             t.on_event(&mut state, &order(time), &mut cx).unwrap();
         }
         assert_eq!(outputs.len(), 1);
         assert_eq!(outputs[0].event_time, Some(12 * DAY));
-        assert_eq!(timers, vec![(QUIET.into(), 20 * DAY)]);
+        assert_eq!(timers[..], [(QUIET.into(), 20 * DAY)]);
         let bytes = vigil_storage::codec::encode(&state);
         assert!(vigil_storage::codec::decode::<RecentOrders>(&bytes).is_ok());
     }

@@ -281,7 +281,7 @@ mod tests {
                 ),
                 state: JoinState::default(),
                 out: vec![],
-                timers: vec![],
+                timers: Timers::new(),
                 seq: 0,
             }
         }
@@ -367,7 +367,7 @@ mod tests {
     fn timeout_fires_on_a_quiet_stream_and_a_later_partner_does_not_join() {
         let mut h = Harness::new(JoinKind::Left);
         h.send("L", 0);
-        assert_eq!(h.timers, vec![(EXPIRE.into(), W + 1)]);
+        assert_eq!(h.timers[..], [(EXPIRE.into(), W + 1)]);
         h.advance(W);
         assert!(h.out.is_empty(), "not before the deadline has passed");
         h.advance(W + 1);

@@ -42,6 +42,7 @@ use cel::objects::{Key, Map};
 use cel::Value as CelValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use smallvec::{smallvec, SmallVec};
 
 use crate::event::Event;
 use crate::expr::{to_cel, Expr, Vars};
@@ -141,16 +142,20 @@ impl Reads {
 }
 
 /// The state of one key: the pending runs of each pattern. This is what redb stores.
+///
+/// Its lists are inline up to a typical length (one pattern, one run, two events taken; a heap
+/// list beyond), so that a new key's state is one allocation: with many keys each allocation
+/// touches memory no cache holds. They encode as `Vec`s do.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PatternState {
     /// The last event handled, to handle an event routed twice to the same key only once.
     last_seq: Option<u64>,
-    pub patterns: Vec<Runs>,
+    pub patterns: SmallVec<[Runs; 1]>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Runs {
-    pub runs: Vec<Run>,
+    pub runs: SmallVec<[Run; 1]>,
 }
 
 /// A partial match.
@@ -164,7 +169,7 @@ pub struct Run {
     pub count: u32,
     /// An event was skipped since the last one taken.
     pub gap: bool,
-    pub taken: Vec<Taken>,
+    pub taken: SmallVec<[Taken; 2]>,
 }
 
 /// An event a run matched: its step, time and (when a later condition or `times_from` reads
@@ -187,7 +192,8 @@ pub enum Kept {
     Float(f64),
     String(String),
     List(Vec<Kept>),
-    Object(Vec<(String, Kept)>),
+    /// Fields by name; a name read by a condition is shared with the template, not copied.
+    Object(Vec<(Arc<String>, Kept)>),
 }
 
 impl Kept {
@@ -199,7 +205,7 @@ impl Kept {
                     .iter()
                     .filter_map(|(name, reads)| {
                         let field = map.get(name.as_str())?;
-                        Some(((**name).clone(), Kept::of(field, reads)))
+                        Some((name.clone(), Kept::of(field, reads)))
                     })
                     .collect(),
             ),
@@ -215,7 +221,7 @@ impl Kept {
                     .iter()
                     .filter_map(|(name, reads)| {
                         let field = payload.get(name)?.to_value();
-                        Some(((**name).clone(), Kept::of(&field, reads)))
+                        Some((name.clone(), Kept::of(&field, reads)))
                     })
                     .collect(),
             ),
@@ -251,7 +257,7 @@ impl From<&Value> for Kept {
             Value::Array(items) => Kept::List(items.iter().map(Kept::from).collect()),
             Value::Object(map) => Kept::Object(
                 map.iter()
-                    .map(|(k, v)| (k.clone(), Kept::from(v)))
+                    .map(|(k, v)| (Arc::new(k.clone()), Kept::from(v)))
                     .collect(),
             ),
         }
@@ -317,7 +323,7 @@ fn project_payload(payload: &Payload, reads: &Reads) -> CelValue {
 impl Source for Kept {
     fn field(&self, name: &str) -> Option<&Kept> {
         match self {
-            Kept::Object(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+            Kept::Object(fields) => fields.iter().find(|(n, _)| **n == name).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -338,7 +344,7 @@ impl Source for Kept {
             Kept::Object(fields) => {
                 let map: HashMap<Key, CelValue> = fields
                     .iter()
-                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), v.to_cel()))
+                    .map(|(k, v)| (Key::String(k.clone()), v.to_cel()))
                     .collect();
                 CelValue::Map(Map { map: Arc::new(map) })
             }
@@ -576,7 +582,7 @@ impl PatternTemplate {
 
     /// Expires, in deadline order, the runs of pattern `pi` whose deadline is at or before
     /// `now`.
-    fn expire(&self, pi: usize, runs: &mut Vec<Run>, now: Millis, cx: &mut Context<'_>) {
+    fn expire(&self, pi: usize, runs: &mut SmallVec<[Run; 1]>, now: Millis, cx: &mut Context<'_>) {
         let p = &self.patterns[pi];
         loop {
             let Some(next) = runs
@@ -785,7 +791,7 @@ impl PatternTemplate {
     fn on_pattern_event(
         &self,
         pi: usize,
-        runs: &mut Vec<Run>,
+        runs: &mut SmallVec<[Run; 1]>,
         event: &Event,
         cx: &mut Context<'_>,
     ) {
@@ -814,7 +820,7 @@ impl PatternTemplate {
             step: 0,
             count: 0,
             gap: false,
-            taken: Vec::new(),
+            taken: SmallVec::new(),
         };
         if !self.fits(p, &run, 0, event) {
             return;
@@ -843,7 +849,7 @@ impl PatternTemplate {
 
     fn init(&self, state: &mut PatternState) {
         if state.patterns.len() != self.patterns.len() {
-            state.patterns = vec![Runs::default(); self.patterns.len()];
+            state.patterns = smallvec![Runs::default(); self.patterns.len()];
         }
     }
 }
@@ -992,7 +998,7 @@ mod tests {
                 t: template(p),
                 state: PatternState::default(),
                 out: vec![],
-                timers: vec![],
+                timers: Timers::new(),
                 seq: 0,
             }
         }
@@ -1063,7 +1069,7 @@ mod tests {
         let mut h = Harness::new(p.clone());
         h.send("CART_ITEM_ADDED", 0, serde_json::json!({}));
         h.send("CART_ITEM_ADDED", 50, serde_json::json!({}));
-        assert_eq!(h.timers, vec![("within:0".into(), 100)]);
+        assert_eq!(h.timers[..], [("within:0".into(), 100)]);
         h.fire_all();
         assert_eq!(h.names(), vec![("MATCH".to_string(), 100)]);
         assert!(
@@ -1164,10 +1170,10 @@ mod tests {
         let mut h = order_paid("event.customer.id == created.customer.id");
         let order = serde_json::json!({"customer": {"id": "C-1", "name": "Ann"}, "amount": 10});
         h.send("ORDER_CREATED", 0, order);
-        let customer = Kept::Object(vec![("id".into(), Kept::String("C-1".into()))]);
+        let customer = Kept::Object(vec![(Arc::new("id".into()), Kept::String("C-1".into()))]);
         assert_eq!(
             kept(&h),
-            Some(Kept::Object(vec![("customer".into(), customer)])),
+            Some(Kept::Object(vec![(Arc::new("customer".into()), customer)])),
             "only the field read is kept"
         );
         let bytes = vigil_storage::codec::encode(&h.state);
@@ -1191,6 +1197,83 @@ mod tests {
             serde_json::json!({"customer": {"id": "C-1", "name": "Bob"}}),
         );
         assert_eq!(h.names(), vec![("MATCH".to_string(), 30)]);
+    }
+
+    /// The inline lists encode as the `Vec`s that state written before them had: the same
+    /// bytes, inline or spilled to the heap (two patterns, two runs, three events taken).
+    #[test]
+    fn inline_lists_encode_as_vecs() {
+        #[derive(Serialize)]
+        struct RunAsVecs {
+            started: Millis,
+            start_seq: u64,
+            step: u16,
+            count: u32,
+            gap: bool,
+            taken: Vec<Taken>,
+        }
+        #[derive(Serialize)]
+        struct AsVecs {
+            last_seq: Option<u64>,
+            patterns: Vec<Vec<RunAsVecs>>,
+        }
+        let taken = |step: u16| Taken {
+            step,
+            time: 10 * i64::from(step),
+            payload: Some(Kept::Object(vec![(
+                Arc::new("amount".into()),
+                Kept::Int(7),
+            )])),
+        };
+        let run = |taken_count: u16| Run {
+            started: 5,
+            start_seq: 9,
+            step: taken_count,
+            count: 1,
+            gap: true,
+            taken: (0..taken_count).map(taken).collect(),
+        };
+        let inline = PatternState {
+            last_seq: Some(3),
+            patterns: smallvec![Runs {
+                runs: smallvec![run(2)]
+            }],
+        };
+        let spilled = PatternState {
+            last_seq: None,
+            patterns: smallvec![
+                Runs {
+                    runs: smallvec![run(3), run(1)]
+                },
+                Runs::default()
+            ],
+        };
+        for state in [inline, spilled] {
+            let as_vecs = AsVecs {
+                last_seq: state.last_seq,
+                patterns: state
+                    .patterns
+                    .iter()
+                    .map(|runs| {
+                        runs.runs
+                            .iter()
+                            .map(|r| RunAsVecs {
+                                started: r.started,
+                                start_seq: r.start_seq,
+                                step: r.step,
+                                count: r.count,
+                                gap: r.gap,
+                                taken: r.taken.to_vec(),
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            };
+            assert_eq!(
+                vigil_storage::codec::encode(&state),
+                vigil_storage::codec::encode(&as_vecs)
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use smallvec::{smallvec, SmallVec};
 
 use crate::event::Event;
 use crate::hash::stable_hash64;
@@ -301,21 +302,26 @@ impl ProcessTemplate {
 }
 
 /// One process instance.
+///
+/// Its lists are inline up to a typical process's length (a heap list beyond): a new instance
+/// is then one allocation, not five. With many keys, each allocation of a new instance and
+/// each free of a passivated one touches memory not in any cache. The lists encode as `Vec`s
+/// do.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProcessState {
     pub started_at: Option<Millis>,
     /// Per step: how many distinct events it needs, once the start event said so.
-    pub expected: Vec<Option<u64>>,
-    pub steps: Vec<StepState>,
-    pub slas: Vec<SlaState>,
+    pub expected: SmallVec<[Option<u64>; 4]>,
+    pub steps: SmallVec<[StepState; 4]>,
+    pub slas: SmallVec<[SlaState; 2]>,
     pub ended: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StepState {
     pub reached_at: Option<Millis>,
-    /// Distinct values seen (hash, first event time).
-    pub seen: Vec<(u64, Millis)>,
+    /// Distinct values seen (hash, first event time); one inline, in the space of a `Vec`.
+    pub seen: SmallVec<[(u64, Millis); 1]>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -373,9 +379,9 @@ impl Template for ProcessTemplate {
             return Ok(());
         }
         if state.steps.is_empty() {
-            state.steps = vec![StepState::default(); self.spec.steps.len()];
-            state.expected = vec![None; self.spec.steps.len()];
-            state.slas = vec![SlaState::default(); self.spec.slas.len()];
+            state.steps = smallvec![StepState::default(); self.spec.steps.len()];
+            state.expected = smallvec![None; self.spec.steps.len()];
+            state.slas = smallvec![SlaState::default(); self.spec.slas.len()];
             if let Some(expire) = self.spec.expire_after {
                 cx.set_timer(EXPIRE_TIMER, event.time.saturating_add(expire));
             }
@@ -563,7 +569,7 @@ mod tests {
                 t: template(),
                 state: ProcessState::default(),
                 outputs: vec![],
-                timers: vec![],
+                timers: Timers::new(),
             }
         }
         fn send(&mut self, e: Event) {
@@ -608,7 +614,7 @@ mod tests {
         assert!(run.outputs.is_empty());
         run.send(event("ORDER_CREATED", 0, serde_json::json!({"parcels": 2})));
         assert!(run.outputs.is_empty(), "one distinct parcel of two");
-        assert_eq!(run.timers, vec![("sla:SLA_BREACHED".into(), 24 * H)]);
+        assert_eq!(run.timers[..], [("sla:SLA_BREACHED".into(), 24 * H)]);
         run.send(event(
             "PARCEL_SHIPPED",
             7 * H,
@@ -722,8 +728,8 @@ mod tests {
         let mut run = Run::escalating();
         run.send(created());
         assert_eq!(
-            run.timers,
-            vec![
+            run.timers[..],
+            [
                 ("sla:SLA_BREACHED".into(), 24 * H),
                 ("sla:SLA_BREACHED:1".into(), 48 * H),
                 ("sla:SLA_BREACHED:2".into(), 72 * H),
@@ -925,8 +931,8 @@ mod tests {
         assert!(run.timers.is_empty());
         run.send(event("PAYMENT_AUTHORIZED", 10 * H, serde_json::json!({})));
         assert_eq!(
-            run.timers,
-            vec![
+            run.timers[..],
+            [
                 ("sla:SLA_BREACHED".into(), 34 * H),
                 ("sla:SLA_BREACHED:1".into(), 58 * H),
                 ("sla:SLA_BREACHED:2".into(), 82 * H),
@@ -943,5 +949,72 @@ mod tests {
         let back: ProcessState = vigil_storage::codec::decode(&bytes).unwrap();
         assert_eq!(back.slas[0].escalated, 1);
         assert!(back.slas[0].fired && !back.slas[0].resolved);
+    }
+
+    /// The inline lists encode as the `Vec`s that state written before them had: the same
+    /// bytes, inline or spilled to the heap.
+    #[test]
+    fn inline_lists_encode_as_vecs() {
+        #[derive(Serialize)]
+        struct Step {
+            reached_at: Option<Millis>,
+            seen: Vec<(u64, Millis)>,
+        }
+        #[derive(Serialize)]
+        struct AsVecs {
+            started_at: Option<Millis>,
+            expected: Vec<Option<u64>>,
+            steps: Vec<Step>,
+            slas: Vec<SlaState>,
+            ended: bool,
+        }
+        let mut run = Run::escalating();
+        run.send(event("ORDER_CREATED", 0, serde_json::json!({"parcels": 3})));
+        run.send(event(
+            "PARCEL_SHIPPED",
+            H,
+            serde_json::json!({"parcel_id": "P-1"}),
+        ));
+        run.send(event(
+            "PARCEL_SHIPPED",
+            2 * H,
+            serde_json::json!({"parcel_id": "P-2"}),
+        ));
+        let mut state = run.state.clone();
+        // Past the inline lengths: six steps, three SLAs.
+        for grown in [run.state.clone(), {
+            state
+                .steps
+                .extend(std::iter::repeat_n(state.steps[0].clone(), 4));
+            state.expected.extend([Some(7); 4]);
+            state
+                .slas
+                .extend([state.slas[0].clone(), state.slas[0].clone()]);
+            state
+        }] {
+            assert!(
+                grown.steps[0].seen.len() == 2,
+                "spilled: {:?}",
+                grown.steps[0]
+            );
+            let as_vecs = AsVecs {
+                started_at: grown.started_at,
+                expected: grown.expected.to_vec(),
+                steps: grown
+                    .steps
+                    .iter()
+                    .map(|s| Step {
+                        reached_at: s.reached_at,
+                        seen: s.seen.to_vec(),
+                    })
+                    .collect(),
+                slas: grown.slas.to_vec(),
+                ended: grown.ended,
+            };
+            assert_eq!(
+                vigil_storage::codec::encode(&grown),
+                vigil_storage::codec::encode(&as_vecs)
+            );
+        }
     }
 }

@@ -117,7 +117,7 @@ mod tests {
             subs[1],
             Subscription::keyed_by("B", FieldPath::parse("customer"))
         );
-        let (mut out, mut timers) = (Vec::new(), Vec::new());
+        let (mut out, mut timers) = (Vec::new(), crate::template::Timers::new());
         let mut state = UnionState::default();
         let mut cx = Context::for_test("C-1", 5, &mut out, &mut timers);
         t.on_event(

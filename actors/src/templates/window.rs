@@ -605,7 +605,7 @@ mod tests {
                 t: WindowTemplate::new("velocity", spec),
                 state: WindowState::default(),
                 out: vec![],
-                timers: vec![],
+                timers: Timers::new(),
             }
         }
         fn send(&mut self, e: Event, watermark: Millis) {
@@ -644,7 +644,7 @@ mod tests {
         run.send(event(10_000, 5.0, "a"), i64::MIN);
         run.send(event(20_000, 7.5, "a"), i64::MIN);
         run.send(event(70_000, 1.0, "b"), i64::MIN);
-        assert_eq!(run.timers, vec![(TIMER.into(), M)]);
+        assert_eq!(run.timers[..], [(TIMER.into(), M)]);
         run.advance(M);
         assert_eq!(run.results(), vec![(M, 2, "final".into())]);
         let first = &run.out[0];
@@ -654,7 +654,7 @@ mod tests {
         assert!(first
             .details()
             .contains(&("customers".into(), Value::from(1))));
-        assert_eq!(run.timers, vec![(TIMER.into(), 2 * M)]);
+        assert_eq!(run.timers[..], [(TIMER.into(), 2 * M)]);
         run.advance(10 * M);
         assert_eq!(run.results().len(), 2);
         assert!(run.t.is_complete(&run.state));
@@ -819,7 +819,7 @@ mod tests {
         let before = run.state.clone();
         let mut attempt = run.state.clone();
         let mut out = vec![];
-        let mut timers = vec![];
+        let mut timers = Timers::new();
         let mut cx = Context::for_test("DE", 0, &mut out, &mut timers);
         run.t
             .on_event(&mut attempt, &event(5 * M, 2.0, "new"), &mut cx)
