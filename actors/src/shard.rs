@@ -1263,7 +1263,7 @@ impl Shard {
     }
 
     fn fire(&mut self, timer: TimerKey) -> Result<(), ShardError> {
-        let id = InstanceId::new(timer.template, timer.key.as_str());
+        let id = InstanceId::new(timer.template, timer.key.clone());
         if timer.name == PURGE_TIMER {
             // A tombstone's purge (only a tombstone has this timer): deleted without being
             // activated.

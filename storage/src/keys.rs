@@ -1,6 +1,7 @@
 //! Byte layouts of table keys, chosen so that redb's byte order is the order we scan in.
 
 use crate::StorageError;
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// One process instance: the template (process) it belongs to and its correlation key.
@@ -20,9 +21,11 @@ impl InstanceId {
         }
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len());
-        self.encode_into(&mut out);
+    /// Inline for keys up to 62 bytes: looking an instance up allocates nothing.
+    pub(crate) fn encode(&self) -> SmallVec<[u8; 64]> {
+        let mut out = SmallVec::with_capacity(self.encoded_len());
+        out.extend_from_slice(&self.template.to_be_bytes());
+        out.extend_from_slice(self.key.as_bytes());
         out
     }
 
@@ -55,20 +58,22 @@ pub type TimerName = compact_str::CompactString;
 /// A durable timer of one instance: fires when the watermark reaches `time`.
 /// Encoded as `time (sign-flipped u64 BE) ++ template u16 BE ++ key length u32 BE ++ key ++ name`
 /// so a range scan from the smallest key yields due timers in time order.
+/// The key and name are kept as an instance keeps them (a shared key, an inline name): firing
+/// a timer makes one allocation, its key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TimerKey {
     pub time: i64,
     pub template: u16,
-    pub key: String,
-    pub name: String,
+    pub key: Arc<str>,
+    pub name: TimerName,
 }
 
 impl TimerKey {
     pub fn new(
         time: i64,
         template: u16,
-        key: impl Into<String>,
-        name: impl Into<String>,
+        key: impl Into<Arc<str>>,
+        name: impl Into<TimerName>,
     ) -> TimerKey {
         TimerKey {
             time,
@@ -119,14 +124,23 @@ impl TimerKey {
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<TimerKey, StorageError> {
+        if bytes.len() < 8 {
+            return Err(StorageError::CorruptKey { table: "timers" });
+        }
+        let (time, rest) = bytes.split_at(8);
+        TimerKey::decode_parts(u64::from_be_bytes(time.try_into().unwrap()), rest)
+    }
+
+    /// Decodes a key from its first 8 bytes, as one big-endian integer, and the rest.
+    pub(crate) fn decode_parts(time: u64, rest: &[u8]) -> Result<TimerKey, StorageError> {
         let corrupt = || StorageError::CorruptKey { table: "timers" };
-        if bytes.len() < 14 {
+        if rest.len() < 6 {
             return Err(corrupt());
         }
-        let time = TimerKey::decode_time(u64::from_be_bytes(bytes[0..8].try_into().unwrap()));
-        let template = u16::from_be_bytes([bytes[8], bytes[9]]);
-        let key_len = u32::from_be_bytes(bytes[10..14].try_into().unwrap()) as usize;
-        let rest = &bytes[14..];
+        let time = TimerKey::decode_time(time);
+        let template = u16::from_be_bytes([rest[0], rest[1]]);
+        let key_len = u32::from_be_bytes(rest[2..6].try_into().unwrap()) as usize;
+        let rest = &rest[6..];
         if rest.len() < key_len {
             return Err(corrupt());
         }

@@ -174,7 +174,7 @@ mod tests {
         replay(&chunk, &mut live).unwrap();
         assert_eq!(live.len(), 1);
         // A put names the instance as `InstanceId::encode` does.
-        assert_eq!(a.encode(), b"\0\0a");
+        assert_eq!(a.encode()[..], *b"\0\0a");
         let a = &live[&b"\0\0a"[..]];
         assert_eq!(a.record, b"v2");
         assert!(a.stored);

@@ -179,7 +179,7 @@ impl ResidentTimer {
     }
 
     fn decode(&self) -> Result<TimerKey, StorageError> {
-        TimerKey::decode(&self.key())
+        TimerKey::decode_parts(self.time, &self.rest)
     }
 }
 
@@ -352,7 +352,7 @@ impl ShardTxn {
     /// The record of a passivated instance. (A logged instance is in the shard's memory.)
     pub fn instance(&self, id: &InstanceId) -> Result<Option<Vec<u8>>, StorageError> {
         let encoded = id.encode();
-        if self.deleted_instances.contains(&encoded) {
+        if self.deleted_instances.contains(encoded.as_slice()) {
             return Ok(None);
         }
         let value = self.tables().instances.get(encoded.as_slice())?;
@@ -391,7 +391,7 @@ impl ShardTxn {
     ) -> Result<(), StorageError> {
         let encoded = id.encode();
         if let Some(record) = record {
-            self.deleted_instances.remove(&encoded);
+            self.deleted_instances.remove(encoded.as_slice());
             self.tables_mut()
                 .instances
                 .insert(encoded.as_slice(), record)?;
@@ -451,7 +451,7 @@ impl ShardTxn {
             self.append_to_log(|entry| log::forget(entry, &encoded))?;
         }
         if stored {
-            self.deleted_instances.insert(encoded);
+            self.deleted_instances.insert(encoded.to_vec());
         }
         Ok(())
     }
@@ -667,7 +667,7 @@ pub struct ShardReader {
 impl ShardReader {
     pub fn instance(&self, id: &InstanceId) -> Result<Option<Vec<u8>>, StorageError> {
         let encoded = id.encode();
-        if let Some(logged) = self.log.get(&encoded) {
+        if let Some(logged) = self.log.get(encoded.as_slice()) {
             return Ok(Some(logged.record.clone()));
         }
         let table = self.txn.open_table(INSTANCES)?;

@@ -85,7 +85,8 @@ fn due_timers_come_in_time_order_up_to_the_watermark() {
 fn timers_of_passivated_and_resident_instances_merge_in_time_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = ShardStore::open(&dir.path().join("s.redb")).unwrap();
-    let keys = |t: Vec<TimerKey>| -> Vec<String> { t.into_iter().map(|t| t.key).collect() };
+    let keys =
+        |t: Vec<TimerKey>| -> Vec<String> { t.into_iter().map(|t| t.key.to_string()).collect() };
     let (mut txn, _) = store.begin().unwrap();
     for (time, key) in [(10, "a"), (30, "c"), (50, "e")] {
         txn.set_timer(&sla(time, key)).unwrap();
