@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::hash::stable_hash64;
 use crate::payload::{Field, Payload};
 use crate::spec::{EventTypeSpec, FieldPath, FieldType};
 use crate::time::{parse_rfc3339, Millis};
@@ -22,9 +23,50 @@ pub struct Event {
     /// The correlation key as configured for the event type.
     pub key: Arc<str>,
     pub time: Millis,
-    pub id: Option<Box<str>>,
+    pub id: Option<EventId>,
     /// The whole JSON object.
     pub payload: Payload,
+}
+
+/// An event's id, with its hash ([`stable_hash64`]), under which instances remember the ids
+/// they took. Hashed once where the event is decoded, not by every instance it goes to (which
+/// then read the id's bytes from memory the reader thread wrote).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventId {
+    text: Box<str>,
+    hash: u64,
+}
+
+impl EventId {
+    pub fn new(text: impl Into<Box<str>>) -> EventId {
+        let text = text.into();
+        let hash = stable_hash64(text.as_bytes());
+        EventId { text, hash }
+    }
+
+    /// [`stable_hash64`] of the id's text.
+    pub fn stable_hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+impl std::ops::Deref for EventId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl From<&str> for EventId {
+    fn from(text: &str) -> EventId {
+        EventId::new(text)
+    }
+}
+
+impl From<String> for EventId {
+    fn from(text: String) -> EventId {
+        EventId::new(text)
+    }
 }
 
 impl Event {
@@ -274,7 +316,7 @@ impl Decoder {
             .id
             .as_ref()
             .and_then(|path| payload.lookup(path)?.key_text())
-            .map(|id| Box::from(&*id));
+            .map(|id| EventId::new(&*id));
         Ok(Event {
             seq,
             type_index: ty.index,

@@ -24,9 +24,8 @@ use vigil_storage::{
     codec, InstanceId, PinnedCheckpoint, ShardStore, ShardTxn, StorageError, TimerKey, TimerRef,
 };
 
-use crate::event::{DeadLetter, Event, Reason};
+use crate::event::{DeadLetter, Event, EventId, Reason};
 use crate::gate::Gate;
-use crate::hash::stable_hash64;
 use crate::record::Record;
 use crate::sink::Sinks;
 use crate::source::Cursor;
@@ -1053,9 +1052,9 @@ impl Shard {
         let id = InstanceId::new(template, key.clone());
         let id_hash = event
             .id
-            .as_deref()
+            .as_ref()
             .filter(|_| self.job.templates[template as usize].dedup_by_event_id())
-            .map(|i| stable_hash64(i.as_bytes()));
+            .map(EventId::stable_hash);
         let (watermark, retention) = (self.watermark, self.job.dedup_retention);
         let instance = self.activate(&id)?;
         if let Some(hash) = id_hash {

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use smallvec::{smallvec, SmallVec};
 
-use crate::event::Event;
+use crate::event::{Event, EventId};
 use crate::hash::stable_hash64;
 use crate::payload::Field;
 use crate::record::{Record, RecordKind};
@@ -420,7 +420,7 @@ impl Template for ProcessTemplate {
                     .map(|v| stable_hash64(v.text().as_bytes())),
                 None => None,
             }
-            .or_else(|| event.id.as_deref().map(|id| stable_hash64(id.as_bytes())))
+            .or_else(|| event.id.as_ref().map(EventId::stable_hash))
             .unwrap_or(event.seq);
             let seen = &mut state.steps[i].seen;
             if !seen.iter().any(|&(h, _)| h == distinct) {
