@@ -581,12 +581,13 @@ fn prefetch<T>(address: *const T) {
 /// with a steady stream of events keeps every id of `dedup_retention`, a thousand or more, and
 /// each event searched them (14 % of a run's samples with 1 000 events a key). Kept beside the
 /// instance table, for the few instances that need one: a pointer in every instance made
-/// each 8 bytes larger, and the full topology's misses 6 % more.
+/// each 8 bytes larger, for a filter few need.
 struct IdFilter {
     bits: [u64; 128],
-    /// The ids it has: `SeenIds::since` and the number of hashes then. An instance's ids change
-    /// without the filter (passivated and activated, fewer than [`IdFilter::FROM`] after a new
-    /// generation); these two differ then, and the filter is made again.
+    /// The ids it has: `SeenIds::since` and the number of hashes then. An instance's ids can
+    /// change without the filter (it takes ids without one while it has at most
+    /// [`IdFilter::FROM`], after a new generation; a purged key starts again); these two differ
+    /// then, and the filter is made again.
     of: (Millis, usize),
 }
 
