@@ -598,12 +598,11 @@ impl IdFilter {
     fn of(seen: &SeenIds) -> IdFilter {
         let mut filter = IdFilter {
             bits: [0; 128],
-            of: (seen.since, 0),
+            of: (seen.since, seen.hashes.len()),
         };
         for &hash in &seen.hashes {
             filter.set(hash);
         }
-        filter.of = (seen.since, seen.hashes.len());
         filter
     }
 
@@ -1175,7 +1174,7 @@ impl Shard {
                     instance.dirty |= new;
                     new
                 }
-                true => self.take_with_filter(&id, hash),
+                true => self.take_with_filter(&id, hash, watermark, retention),
             };
             if !new {
                 if primary {
@@ -1203,8 +1202,13 @@ impl Shard {
     /// instances never come here.
     #[cold]
     #[inline(never)]
-    fn take_with_filter(&mut self, id: &InstanceId, hash: u64) -> bool {
-        let (watermark, retention) = (self.watermark, self.job.dedup_retention);
+    fn take_with_filter(
+        &mut self,
+        id: &InstanceId,
+        hash: u64,
+        watermark: Millis,
+        retention: Millis,
+    ) -> bool {
         let instance = self.cache.get_mut(id).expect("activated");
         let seen = &mut instance.meta.seen;
         let filter = self

@@ -27,21 +27,20 @@ pub fn parse_rfc3339(text: &str) -> Option<Millis> {
 /// refuses. chrono took about 450 instructions a time, the reader's largest cost after the
 /// JSON itself for events whose time is such a string.
 fn parse_common_rfc3339(text: &[u8]) -> Option<Millis> {
-    let (Some(fixed), true) = (text.first_chunk::<19>(), text.len() >= 20) else {
-        return None;
-    };
-    let punctuated = fixed[4] == b'-'
-        && fixed[7] == b'-'
-        && matches!(fixed[10], b'T' | b't' | b' ')
-        && fixed[13] == b':'
-        && fixed[16] == b':';
-    let digit_at = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
-    if !punctuated || !digit_at.iter().all(|&i| fixed[i].is_ascii_digit()) {
+    if text.len() < 20 {
         return None;
     }
-    let two = |i: usize| i64::from(fixed[i] - b'0') * 10 + i64::from(fixed[i + 1] - b'0');
-    let (year, month, day) = (two(0) * 100 + two(2), two(5), two(8));
-    let (hour, minute, second) = (two(11), two(14), two(17));
+    let punctuated = text[4] == b'-'
+        && text[7] == b'-'
+        && matches!(text[10], b'T' | b't' | b' ')
+        && text[13] == b':'
+        && text[16] == b':';
+    if !punctuated {
+        return None;
+    }
+    let two = |i: usize| two_digits(text[i], text[i + 1]);
+    let (year, month, day) = (two(0)? * 100 + two(2)?, two(5)?, two(8)?);
+    let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
     if !(1..=12).contains(&month)
         || day < 1
         || day > days_in_month(year, month)
@@ -68,11 +67,7 @@ fn parse_common_rfc3339(text: &[u8]) -> Option<Millis> {
     let offset_minutes = match rest {
         [b'Z' | b'z'] => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let two = |a: u8, b: u8| {
-                (a.is_ascii_digit() && b.is_ascii_digit())
-                    .then(|| i64::from(a - b'0') * 10 + i64::from(b - b'0'))
-            };
-            let (hours, minutes) = (two(*h1, *h2)?, two(*m1, *m2)?);
+            let (hours, minutes) = (two_digits(*h1, *h2)?, two_digits(*m1, *m2)?);
             if hours > 23 || minutes > 59 {
                 return None;
             }
@@ -90,6 +85,12 @@ fn parse_common_rfc3339(text: &[u8]) -> Option<Millis> {
         days * 86_400_000 + hour * 3_600_000 + minute * 60_000 + second * 1_000 + millis
             - offset_minutes * 60_000,
     )
+}
+
+/// The number two ASCII digits write; `None` if either is not a digit.
+fn two_digits(tens: u8, ones: u8) -> Option<i64> {
+    let (tens, ones) = (tens.wrapping_sub(b'0'), ones.wrapping_sub(b'0'));
+    (tens < 10 && ones < 10).then(|| i64::from(tens) * 10 + i64::from(ones))
 }
 
 fn days_in_month(year: i64, month: i64) -> i64 {

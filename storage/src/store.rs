@@ -690,15 +690,13 @@ impl ShardTxn {
         }
         self.timers_from.get_mut().clear();
         self.write_chunk()?;
-        let log_starts_at = self.log_starts_at.take();
-        if let Some(start) = log_starts_at {
-            // Chunks of the log before the rewrite: not inserted only to be deleted.
+        if let Some(start) = self.log_starts_at.take() {
+            // Chunks of the log before the rewrite: those still waiting are not inserted only
+            // to be deleted.
             self.pending_chunks.retain(|(seq, _)| *seq >= start);
-        }
-        self.insert_pending_chunks()?;
-        if let Some(start) = log_starts_at {
             self.tables_mut().log.retain_in(..start, |_, _| false)?;
         }
+        self.insert_pending_chunks()?;
         self.take_txn().commit()?;
         self.open_tables()
     }
