@@ -333,6 +333,11 @@ pub struct ShardTxn {
     /// scan starts here instead of skipping them all again (fired timers pile up at the
     /// front of the table until the commit deletes them).
     timers_from: RefCell<Vec<u8>>,
+    /// Per template, the largest id in the instance table or one above it (an insert raises
+    /// it, a delete leaves it): no row holds an id above it, so looking up a new key of keys
+    /// that grow (order numbers, time-ordered ids) reads no B-tree page. Read from the table
+    /// at a template's first lookup; `Some(None)`: the table holds no id of the template.
+    stored_bound: RefCell<Vec<Option<Option<Vec<u8>>>>>,
 }
 
 /// The open tables of a [`ShardTxn`]. Their `'static` is a lie told to the borrow checker:
@@ -365,6 +370,7 @@ impl ShardTxn {
             deleted_instances: HashSet::default(),
             deleted_timers: HashSet::default(),
             timers_from: RefCell::new(Vec::new()),
+            stored_bound: RefCell::new(Vec::new()),
         };
         this.open_tables()?;
         Ok(this)
@@ -412,11 +418,51 @@ impl ShardTxn {
     /// The record of a passivated instance. (A logged instance is in the shard's memory.)
     pub fn instance(&self, id: &InstanceId) -> Result<Option<Vec<u8>>, StorageError> {
         let encoded = id.encode();
-        if self.deleted_instances.contains(encoded.as_slice()) {
+        if self.deleted_instances.contains(encoded.as_slice()) || self.above_stored(id, &encoded)? {
             return Ok(None);
         }
         let value = self.tables().instances.get(encoded.as_slice())?;
         Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// Whether `encoded` (`id`'s bytes) is above every id of its template in the instance
+    /// table ([`ShardTxn::stored_bound`]).
+    fn above_stored(&self, id: &InstanceId, encoded: &[u8]) -> Result<bool, StorageError> {
+        let mut bounds = self.stored_bound.borrow_mut();
+        let template = usize::from(id.template);
+        if bounds.len() <= template {
+            bounds.resize(template + 1, None);
+        }
+        let bound = match &mut bounds[template] {
+            Some(bound) => bound,
+            unread => {
+                let from = id.template.to_be_bytes();
+                let last = match id.template.checked_add(1) {
+                    Some(next) => {
+                        let to = next.to_be_bytes();
+                        let mut rows = self.tables().instances.range(&from[..]..&to[..])?;
+                        rows.next_back().transpose()?
+                    }
+                    None => self
+                        .tables()
+                        .instances
+                        .range(&from[..]..)?
+                        .next_back()
+                        .transpose()?,
+                };
+                unread.insert(last.map(|(key, _)| key.value().to_vec()))
+            }
+        };
+        Ok(bound.as_deref().is_none_or(|bound| encoded > bound))
+    }
+
+    /// Raises the template's bound of stored ids to `encoded`, just inserted, if it is read.
+    fn raise_stored_bound(&mut self, template: u16, encoded: &[u8]) {
+        if let Some(Some(bound)) = self.stored_bound.get_mut().get_mut(usize::from(template)) {
+            if bound.as_deref().is_none_or(|bound| encoded > bound) {
+                *bound = Some(encoded.to_vec());
+            }
+        }
     }
 
     /// Writes an instance's record and its timers, `(name, time)`, to this checkpoint's log
@@ -452,6 +498,7 @@ impl ShardTxn {
         let encoded = id.encode();
         if let Some(record) = record {
             self.deleted_instances.remove(encoded.as_slice());
+            self.raise_stored_bound(id.template, &encoded);
             self.tables_mut()
                 .instances
                 .insert(encoded.as_slice(), record)?;
@@ -907,6 +954,40 @@ mod tests {
             prop_assert_eq!(keys, model.into_iter().collect::<Vec<_>>());
             prop_assert!(timers.by_time.values().all(|rests| !rests.is_empty()));
         }
+    }
+
+    /// A lookup skips the instance table only for an id above every stored id of its
+    /// template: a passivation raises the bound read before it, each template has its own,
+    /// and a store opened again reads its bounds from the table.
+    #[test]
+    fn lookups_above_the_stored_ids_skip_the_table_and_miss_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShardStore::open(&dir.path().join("shard.redb")).unwrap();
+        let id = |template: u16, key: &str| InstanceId::new(template, key);
+        let found = |txn: &ShardTxn, template, key| txn.instance(&id(template, key)).unwrap();
+        let (mut txn, _) = store.begin().unwrap();
+        assert_eq!(found(&txn, 1, "b"), None); // bound read: no id of template 1
+        for (template, key) in [(1, "b"), (1, "d"), (0, "z"), (2, "a"), (1, "a")] {
+            txn.passivate(&id(template, key), Some(key.as_bytes()), false, &[])
+                .unwrap();
+            assert_eq!(found(&txn, template, key).as_deref(), Some(key.as_bytes()));
+        }
+        assert_eq!(found(&txn, 1, "c"), None); // below the bound: looked up
+        assert_eq!(found(&txn, 1, "e"), None); // above it
+        let bound = |txn: &ShardTxn, template: usize| txn.stored_bound.borrow()[template].clone();
+        assert_eq!(bound(&txn, 1), Some(Some(id(1, "d").encode().to_vec())));
+        txn.commit().unwrap();
+        drop(txn);
+
+        let (txn, _) = store.begin().unwrap();
+        for (template, key) in [(1, "b"), (1, "d"), (0, "z"), (2, "a"), (1, "a")] {
+            assert_eq!(found(&txn, template, key).as_deref(), Some(key.as_bytes()));
+        }
+        assert_eq!(found(&txn, 1, "e"), None);
+        assert_eq!(found(&txn, 3, "a"), None);
+        assert_eq!(bound(&txn, 0), Some(Some(id(0, "z").encode().to_vec())));
+        assert_eq!(bound(&txn, 1), Some(Some(id(1, "d").encode().to_vec())));
+        assert_eq!(bound(&txn, 3), Some(None));
     }
 
     /// Chunks wait for the commit, at most [`PENDING_CHUNKS`] of them: a long interval's log
