@@ -867,6 +867,11 @@ pub struct Shard {
     record: Vec<u8>,
     /// The buffer an instance's state is encoded into, before it goes into its record.
     state_bytes: Vec<u8>,
+    /// The records of the instances a checkpoint passivates, in the order they left the
+    /// cache, before they are copied into key order for the commit (which reads them in
+    /// that order: copying them here, while this thread's cache holds them, cost less than
+    /// the commit's reading them out of order).
+    passivated_records: Vec<u8>,
     watermark: Millis,
     position: Option<Position>,
     out_seq: u64,
@@ -912,6 +917,7 @@ impl Shard {
             interval: 1,
             record: Vec::new(),
             state_bytes: Vec::new(),
+            passivated_records: Vec::new(),
             watermark: MIN_TIME,
             position: None,
             out_seq: 0,
@@ -1591,6 +1597,8 @@ impl Shard {
             // The chosen instances are encoded as they leave the table (each is freed then),
             // in the table's order; sorted into key order after, by index.
             let (mut evict_record, mut evict_state) = (Vec::new(), Vec::new());
+            let unsorted = &mut self.passivated_records;
+            unsorted.clear(); // after a failed checkpoint it may hold the records it left
             passivated.reserve_exact(excess);
             for (id, instance) in self.cache.extract_if(|id, instance| {
                 if evict(instance) {
@@ -1608,11 +1616,8 @@ impl Shard {
                 // The stored record (if any) is not the instance's latest.
                 let record = if instance.dirty || instance.logged() {
                     encode_record(job, &id, &instance, &mut evict_record, &mut evict_state)?;
-                    if records.is_empty() {
-                        records.reserve(passivated.capacity() * (evict_record.len() + 16));
-                    }
-                    records.extend_from_slice(&evict_record);
-                    Some(records.len() - evict_record.len()..records.len())
+                    unsorted.extend_from_slice(&evict_record);
+                    Some(unsorted.len() - evict_record.len()..unsorted.len())
                 } else {
                     None
                 };
@@ -1628,6 +1633,13 @@ impl Shard {
             }
             // In key order: passivated instances land on the same or neighbouring B-tree pages.
             sort_by_id(&mut passivated);
+            records.reserve_exact(unsorted.len());
+            for range in passivated.iter_mut().filter_map(|p| p.record.as_mut()) {
+                let start = records.len();
+                records.extend_from_slice(&unsorted[range.clone()]);
+                *range = start..records.len();
+            }
+            unsorted.clear();
         }
         if let Some(position) = &self.position {
             txn.put_meta("position", &codec::encode(position))?;
