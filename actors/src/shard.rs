@@ -685,42 +685,6 @@ struct Passivated {
     timers: Timers,
 }
 
-/// Sorts passivated instances into key order (`InstanceId`'s order is its bytes' order),
-/// moving each once: they are sorted as (the first 16 bytes of the id, index) pairs, and an
-/// instance's id is read only when two share those bytes. (Sorting the instances themselves
-/// moved them, over 100 bytes each, at every step of the sort.)
-fn sort_by_id(passivated: &mut [Passivated]) {
-    let mut order: Vec<(u128, usize)> = passivated
-        .iter()
-        .enumerate()
-        .map(|(index, p)| (id_prefix(&p.id), index))
-        .collect();
-    order.sort_unstable_by(|a, b| {
-        (a.0.cmp(&b.0)).then_with(|| passivated[a.1].id.cmp(&passivated[b.1].id))
-    });
-    // The permutation applied in place, as `slice::sort_by_cached_key` applies it: position
-    // `i` takes the instance `order[i]` names, which an earlier swap may have moved on.
-    for i in 0..order.len() {
-        let mut from = order[i].1;
-        while from < i {
-            from = order[from].1;
-        }
-        order[i].1 = from;
-        passivated.swap(i, from);
-    }
-}
-
-/// The first 16 bytes of an id's encoding (template, then key bytes), zero-padded, as one
-/// big-endian number: two ids whose prefixes differ are in the order of their prefixes.
-fn id_prefix(id: &InstanceId) -> u128 {
-    let mut bytes = [0u8; 16];
-    bytes[..2].copy_from_slice(&id.template.to_be_bytes());
-    let key = id.key.as_bytes();
-    let n = key.len().min(14);
-    bytes[2..2 + n].copy_from_slice(&key[..n]);
-    u128::from_be_bytes(bytes)
-}
-
 impl Prepared {
     /// Syncs the sinks and keeps their marks in the checkpoint, writes the passivated
     /// instances to the instance and timer tables, then commits. The sink syncs (fsyncs, or
@@ -867,11 +831,6 @@ pub struct Shard {
     record: Vec<u8>,
     /// The buffer an instance's state is encoded into, before it goes into its record.
     state_bytes: Vec<u8>,
-    /// The records of the instances a checkpoint passivates, in the order they left the
-    /// cache, before they are copied into key order for the commit (which reads them in
-    /// that order: copying them here, while this thread's cache holds them, cost less than
-    /// the commit's reading them out of order).
-    passivated_records: Vec<u8>,
     watermark: Millis,
     position: Option<Position>,
     out_seq: u64,
@@ -917,7 +876,6 @@ impl Shard {
             interval: 1,
             record: Vec::new(),
             state_bytes: Vec::new(),
-            passivated_records: Vec::new(),
             watermark: MIN_TIME,
             position: None,
             out_seq: 0,
@@ -1594,13 +1552,8 @@ impl Shard {
             let logged_since = &mut self.logged_since;
             let job = &self.job;
             let mut failed = None;
-            // The chosen instances are encoded as they leave the table (each is freed then),
-            // in the table's order; sorted into key order after, by index.
-            let (mut evict_record, mut evict_state) = (Vec::new(), Vec::new());
-            let unsorted = &mut self.passivated_records;
-            unsorted.clear(); // after a failed checkpoint it may hold the records it left
-            passivated.reserve_exact(excess);
-            for (id, instance) in self.cache.extract_if(|id, instance| {
+            let mut evicted: Vec<(InstanceId, Instance)> = Vec::with_capacity(excess);
+            evicted.extend(self.cache.extract_if(|id, instance| {
                 if evict(instance) {
                     return true;
                 }
@@ -1612,12 +1565,23 @@ impl Shard {
                     failed = logged.err();
                 }
                 false
-            }) {
+            }));
+            if let Some(error) = failed {
+                return Err(error);
+            }
+            // In key order (`InstanceId`'s order is its bytes' order): passivated instances
+            // land on the same or neighbouring B-tree pages.
+            evicted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            passivated.reserve_exact(evicted.len());
+            for (id, instance) in evicted {
                 // The stored record (if any) is not the instance's latest.
                 let record = if instance.dirty || instance.logged() {
-                    encode_record(job, &id, &instance, &mut evict_record, &mut evict_state)?;
-                    unsorted.extend_from_slice(&evict_record);
-                    Some(unsorted.len() - evict_record.len()..unsorted.len())
+                    encode_record(&self.job, &id, &instance, record, state_bytes)?;
+                    if records.is_empty() {
+                        records.reserve(passivated.capacity() * (record.len() + 16));
+                    }
+                    records.extend_from_slice(record);
+                    Some(records.len() - record.len()..records.len())
                 } else {
                     None
                 };
@@ -1628,18 +1592,6 @@ impl Shard {
                     record,
                 });
             }
-            if let Some(error) = failed {
-                return Err(error);
-            }
-            // In key order: passivated instances land on the same or neighbouring B-tree pages.
-            sort_by_id(&mut passivated);
-            records.reserve_exact(unsorted.len());
-            for range in passivated.iter_mut().filter_map(|p| p.record.as_mut()) {
-                let start = records.len();
-                records.extend_from_slice(&unsorted[range.clone()]);
-                *range = start..records.len();
-            }
-            unsorted.clear();
         }
         if let Some(position) = &self.position {
             txn.put_meta("position", &codec::encode(position))?;
@@ -1932,54 +1884,6 @@ impl Handler<Snapshot> for Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    /// An id's bytes in redb: template (big-endian), then key.
-    fn id_bytes(id: &InstanceId) -> Vec<u8> {
-        let mut bytes = id.template.to_be_bytes().to_vec();
-        bytes.extend_from_slice(id.key.as_bytes());
-        bytes
-    }
-
-    proptest! {
-        /// Passivated instances come out in the order of their ids' bytes, each once, with
-        /// their own records, however many share the first 16 bytes (keys longer than 14
-        /// bytes, keys that are a prefix of others, zero bytes, several templates).
-        #[test]
-        fn passivated_instances_sort_into_the_order_of_their_ids(
-            ids in proptest::collection::vec(
-                (0u16..3, proptest::collection::vec(
-                    prop_oneof![Just(0u8), Just(b'A'), Just(b'B'), Just(0xC3)], 0..18)),
-                0..60),
-        ) {
-            let mut passivated: Vec<Passivated> = ids
-                .iter()
-                .enumerate()
-                .map(|(index, (template, key))| Passivated {
-                    id: InstanceId::new(*template, String::from_utf8_lossy(key).as_ref()),
-                    record: Some(index..index + 1),
-                    logged: index % 2 == 0,
-                    timers: Timers::new(),
-                })
-                .collect();
-            let mut expected: Vec<(Vec<u8>, usize)> = passivated
-                .iter()
-                .map(|p| (id_bytes(&p.id), p.record.clone().unwrap().start))
-                .collect();
-            sort_by_id(&mut passivated);
-            let sorted: Vec<(Vec<u8>, usize)> = passivated
-                .iter()
-                .map(|p| (id_bytes(&p.id), p.record.clone().unwrap().start))
-                .collect();
-            // Equal ids may come in either order; the pairs are the same.
-            prop_assert!(sorted.windows(2).all(|w| w[0].0 <= w[1].0));
-            expected.sort();
-            let mut sorted_pairs = sorted.clone();
-            sorted_pairs.sort();
-            prop_assert_eq!(sorted_pairs, expected);
-            prop_assert!(passivated.iter().all(|p| p.logged == (p.record.clone().unwrap().start % 2 == 0)));
-        }
-    }
 
     /// An id is kept for at least the retention of watermark after it came, in two
     /// generations; the older goes when the current one is older than the retention.
