@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::btree_map::{BTreeMap, Entry as BTreeEntry};
 use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -436,20 +437,15 @@ impl ShardTxn {
         let bound = match &mut bounds[template] {
             Some(bound) => bound,
             unread => {
-                let from = id.template.to_be_bytes();
-                let last = match id.template.checked_add(1) {
-                    Some(next) => {
-                        let to = next.to_be_bytes();
-                        let mut rows = self.tables().instances.range(&from[..]..&to[..])?;
-                        rows.next_back().transpose()?
-                    }
-                    None => self
-                        .tables()
-                        .instances
-                        .range(&from[..]..)?
-                        .next_back()
-                        .transpose()?,
-                };
+                // The template's ids: from its two bytes up to the next template's.
+                let (from, next) = (id.template.to_be_bytes(), id.template.checked_add(1));
+                let to = next.map(u16::to_be_bytes);
+                let upper = to
+                    .as_ref()
+                    .map_or(Bound::Unbounded, |to| Bound::Excluded(&to[..]));
+                let mut rows = (self.tables().instances)
+                    .range::<&[u8]>((Bound::Included(&from[..]), upper))?;
+                let last = rows.next_back().transpose()?;
                 unread.insert(last.map(|(key, _)| key.value().to_vec()))
             }
         };
@@ -967,7 +963,16 @@ mod tests {
         let found = |txn: &ShardTxn, template, key| txn.instance(&id(template, key)).unwrap();
         let (mut txn, _) = store.begin().unwrap();
         assert_eq!(found(&txn, 1, "b"), None); // bound read: no id of template 1
-        for (template, key) in [(1, "b"), (1, "d"), (0, "z"), (2, "a"), (1, "a")] {
+        let last = u16::MAX; // its ids have no next template's ids above them
+        assert_eq!(found(&txn, last, "a"), None);
+        for (template, key) in [
+            (1, "b"),
+            (1, "d"),
+            (0, "z"),
+            (2, "a"),
+            (1, "a"),
+            (last, "m"),
+        ] {
             txn.passivate(&id(template, key), Some(key.as_bytes()), false, &[])
                 .unwrap();
             assert_eq!(found(&txn, template, key).as_deref(), Some(key.as_bytes()));
@@ -980,10 +985,20 @@ mod tests {
         drop(txn);
 
         let (txn, _) = store.begin().unwrap();
-        for (template, key) in [(1, "b"), (1, "d"), (0, "z"), (2, "a"), (1, "a")] {
+        for (template, key) in [
+            (1, "b"),
+            (1, "d"),
+            (0, "z"),
+            (2, "a"),
+            (1, "a"),
+            (last, "m"),
+        ] {
             assert_eq!(found(&txn, template, key).as_deref(), Some(key.as_bytes()));
         }
         assert_eq!(found(&txn, 1, "e"), None);
+        assert_eq!(found(&txn, last, "z"), None);
+        let last_bound = txn.stored_bound.borrow()[usize::from(last)].clone();
+        assert_eq!(last_bound, Some(Some(id(last, "m").encode().to_vec())));
         assert_eq!(found(&txn, 3, "a"), None);
         assert_eq!(bound(&txn, 0), Some(Some(id(0, "z").encode().to_vec())));
         assert_eq!(bound(&txn, 1), Some(Some(id(1, "d").encode().to_vec())));
