@@ -338,3 +338,36 @@ fn a_long_lived_instance_remembers_its_event_ids_for_the_retention_only() {
     // all 602 would be over 5 400.
     assert!(records[0] < 2_500, "record of {} bytes", records[0]);
 }
+
+/// The timers the end of the input fires (the watermark goes to the last event's time) change
+/// their instances, and the final checkpoint has those changes: a later run over the same
+/// state, with new input, does not fire them again. (It did: the instances the final
+/// watermark changed were left out of the final checkpoint, and the next run emitted their
+/// alerts a second time.)
+#[test]
+fn timers_the_end_of_the_input_fires_do_not_fire_again_in_the_next_run() {
+    let work = Workdir::new();
+    // ORD-1's SLA deadline (24 h) is 3 minutes before the last event: within the 5 minutes
+    // of out-of-orderness, so only the end of the input passes it.
+    write_events(
+        &work,
+        0,
+        &[
+            created("a1", "ORD-1", "2026-11-02T10:00:00Z"),
+            created("b1", "ORD-2", "2026-11-03T10:03:00Z"),
+        ],
+    );
+    let first = job::run(work.compile(EXAMPLE), RunOptions::default()).unwrap();
+    let alerts = || std::fs::read_to_string(work.out().join("alerts.jsonl")).unwrap();
+    assert_eq!(alerts().lines().count(), 1, "{}", alerts());
+    assert!(alerts().contains("ORD-1"));
+
+    // A day later: ORD-2's SLA passes; ORD-1's fired already.
+    write_events(&work, 1, &[created("c1", "ORD-3", "2026-11-04T10:10:00Z")]);
+    job::run(work.compile(EXAMPLE), RunOptions::default()).unwrap();
+    let alerts = alerts();
+    let per_order = |order: &str| alerts.lines().filter(|l| l.contains(order)).count();
+    assert_eq!((per_order("ORD-1"), per_order("ORD-2")), (1, 1), "{alerts}");
+    // What the first run's checkpoint holds: ORD-1's expiry, ORD-2's SLA and expiry.
+    assert_eq!(first.pending_timers, 3, "{first:?}");
+}

@@ -1815,7 +1815,12 @@ impl Handler<Finish> for Shard {
         if self.dead {
             return failed(self.dead_error());
         }
-        if let Err(e) = self.advance_watermark(finish.watermark) {
+        // The timers the final watermark fires change their instances: logged like a
+        // batch's changes, so that the final checkpoint has them.
+        let advanced = self
+            .advance_watermark(finish.watermark)
+            .and_then(|()| self.log_changes());
+        if let Err(e) = advanced {
             return failed(format!("shard {}: {e}", self.id));
         }
         self.changed = true;
