@@ -275,6 +275,34 @@ pub struct ShardStatus {
     pub created: bool,
 }
 
+/// A shard's instances as [`ShardStatus`] reports them: live ones, tombstones and their
+/// timers. Kept as instances start, end, are purged and set or drop timers, and stored with
+/// each checkpoint, so the summary at the end of a run reads it instead of every instance's
+/// record (with 10 M instances, 1.9 GB).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Census {
+    live: u64,
+    tombstones: u64,
+    timers: u64,
+}
+
+/// Applies a change to a census being kept (`None`: not kept, see [`Shard::census`]).
+fn tally(census: &mut Option<Census>, live: i64, tombstones: i64, timers: i64) {
+    if let Some(census) = census {
+        for (count, change) in [
+            (&mut census.live, live),
+            (&mut census.tombstones, tombstones),
+            (&mut census.timers, timers),
+        ] {
+            debug_assert!(
+                count.checked_add_signed(change).is_some(),
+                "census below zero"
+            );
+            *count = count.saturating_add_signed(change);
+        }
+    }
+}
+
 /// Faults injected by tests of supervision and recovery.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
@@ -827,6 +855,10 @@ pub struct Shard {
     logged_since: u64,
     /// Checkpoints so far (from 1): numbers the interval batches are logged in.
     interval: u64,
+    /// The census of this shard's instances, as of its last checkpoint plus the changes
+    /// since. `None` for a state file a build before it was kept last checkpointed: the end
+    /// of the run then counts every instance's record.
+    census: Option<Census>,
     /// The buffer instance records are encoded into.
     record: Vec<u8>,
     /// The buffer an instance's state is encoded into, before it goes into its record.
@@ -874,6 +906,7 @@ impl Shard {
             idle_looked_at: None,
             logged_since: 0,
             interval: 1,
+            census: Some(Census::default()),
             record: Vec::new(),
             state_bytes: Vec::new(),
             watermark: MIN_TIME,
@@ -937,7 +970,14 @@ impl Shard {
             .map(|b| codec::decode(&b))
             .transpose()?
             .unwrap_or(0);
-        self.counts = meta("counts")?
+        let counts = meta("counts")?;
+        self.census = match meta("census")? {
+            Some(bytes) => Some(codec::decode(&bytes)?),
+            // No checkpoint yet, so no instances.
+            None if counts.is_none() => Some(Census::default()),
+            None => None,
+        };
+        self.counts = counts
             .map(|b| codec::decode(&b))
             .transpose()?
             .unwrap_or_default();
@@ -981,9 +1021,10 @@ impl Shard {
         }
     }
 
-    /// Checkpoints, then replies with the shard's status and the census of that checkpoint.
-    /// The census is a scan of every instance (for summaries at the end, not at start-up); it
-    /// runs on a thread of the blocking pool, so the shards of a job count in parallel.
+    /// Checkpoints, then replies with the shard's status and the census of that checkpoint:
+    /// the one the shard keeps ([`Shard::census`]), or for a state file it was not kept for, a
+    /// scan of every instance's record, on a thread of the blocking pool (so the shards of a
+    /// job count in parallel). A debug build scans always, and fails if the two differ.
     fn checkpoint_and_census(&mut self) -> ResponseFuture<Result<ShardStatus, String>> {
         let id = self.id;
         let pinned = self
@@ -997,16 +1038,36 @@ impl Shard {
             })
             .map_err(|e| format!("shard {id}: {e}"));
         let mut status = self.status();
+        let kept = self.census;
         Box::pin(async move {
             let Some(pinned) = pinned? else {
                 return Ok(status);
             };
+            if let Some(kept) = kept.filter(|_| !cfg!(debug_assertions)) {
+                status.live_instances = kept.live;
+                status.tombstones = kept.tombstones;
+                status.pending_timers = kept.timers;
+                return Ok(status);
+            }
+            // A state file the census was not kept for; in a debug build (the tests) every
+            // time, to check the kept census against the records.
             let counted = actix_rt::task::spawn_blocking(move || {
                 census(pinned, &mut status).map(|()| status)
             });
-            match counted.await {
-                Ok(result) => result.map_err(|e| format!("shard {id}: {e}")),
-                Err(e) => Err(format!("shard {id}: census did not finish: {e}")),
+            let counted = match counted.await {
+                Ok(result) => result.map_err(|e| format!("shard {id}: {e}"))?,
+                Err(e) => return Err(format!("shard {id}: census did not finish: {e}")),
+            };
+            let found = Census {
+                live: counted.live_instances,
+                tombstones: counted.tombstones,
+                timers: counted.pending_timers,
+            };
+            match kept {
+                Some(kept) if kept != found => Err(format!(
+                    "shard {id}: the census kept, {kept:?}, is not the records' {found:?}"
+                )),
+                _ => Ok(counted),
             }
         })
     }
@@ -1133,6 +1194,7 @@ impl Shard {
                     }
                     None => {
                         self.counts.instances_started += 1;
+                        tally(&mut self.census, 1, 0, 0);
                         let state = self.job.templates[id.template as usize].new_state();
                         Instance::new(InstanceMeta::default(), Some(state), true)
                     }
@@ -1238,6 +1300,7 @@ impl Shard {
         instance.meta.timers.retain(|(n, _)| n != PURGE_TIMER);
         instance.dirty = true;
         self.counts.instances_started += 1;
+        tally(&mut self.census, 1, -1, -(purge.len() as i64));
         for (name, time) in &purge {
             self.txn().remove_timer(timer_of(id, name, *time))?;
         }
@@ -1295,6 +1358,7 @@ impl Shard {
         let complete = template.is_complete(state);
         // Only the timers that changed touch the timer index (usually none).
         let txn = self.txn.as_mut().expect("recovered");
+        let mut timers_added = 0;
         for (name, before) in &handled.timers_before {
             let after = instance
                 .meta
@@ -1307,11 +1371,14 @@ impl Shard {
             }
             if let Some(at) = *before {
                 txn.remove_timer(timer_of(id, name, at))?;
+                timers_added -= 1;
             }
             if let Some(at) = after {
                 set_timer(txn, &mut self.next_timer, timer_of(id, name, at))?;
+                timers_added += 1;
             }
         }
+        tally(&mut self.census, 0, 0, timers_added);
         for record in handled.outputs {
             self.emit(Some(id.template as usize), record)?;
         }
@@ -1356,6 +1423,12 @@ impl Shard {
             // Nothing to remember: delete the instance and its timers now, no tombstone.
             let instance = self.cache.remove(id).expect("activated");
             self.counts.instances_ended += 1;
+            tally(
+                &mut self.census,
+                -1,
+                0,
+                -(instance.meta.timers.len() as i64),
+            );
             for (name, time) in &instance.meta.timers {
                 self.txn().remove_timer(timer_of(id, name, *time))?;
             }
@@ -1371,6 +1444,7 @@ impl Shard {
         instance.meta.timers.push((PURGE_TIMER.into(), purge_at));
         instance.dirty = true;
         self.counts.instances_ended += 1;
+        tally(&mut self.census, -1, 1, 1 - timers.len() as i64);
         for (name, time) in &timers {
             self.txn().remove_timer(timer_of(id, name, *time))?;
         }
@@ -1408,8 +1482,9 @@ impl Shard {
             match self.cache.get(&id) {
                 None => {
                     // Passivated (the timer table has the timers of the record it passivated):
-                    // deleted without reading it.
+                    // deleted without reading it. The purge is a tombstone's only timer.
                     self.counts.timers_fired += 1;
+                    tally(&mut self.census, 0, -1, -1);
                     self.txn().remove_instance(&id, false, true)?;
                     return Ok(());
                 }
@@ -1422,6 +1497,12 @@ impl Shard {
                     if due {
                         let instance = self.cache.remove(&id).expect("found");
                         self.counts.timers_fired += 1;
+                        tally(
+                            &mut self.census,
+                            0,
+                            -1,
+                            -(instance.meta.timers.len() as i64),
+                        );
                         self.forget(&id, &instance)?;
                     }
                     return Ok(()); // else stale: revived and ended again since
@@ -1440,6 +1521,7 @@ impl Shard {
         };
         instance.meta.timers.remove(index);
         instance.dirty = true;
+        tally(&mut self.census, 0, 0, -1);
         self.counts.timers_fired += 1;
         self.run_handler(&id, Trigger::Timer(&timer.name, timer.time))?;
         Ok(())
@@ -1600,6 +1682,9 @@ impl Shard {
         txn.put_meta("watermark", &codec::encode(&self.watermark))?;
         txn.put_meta("out_seq", &codec::encode(&self.out_seq))?;
         txn.put_meta("counts", &codec::encode(&self.counts))?;
+        if let Some(census) = &self.census {
+            txn.put_meta("census", &codec::encode(census))?;
+        }
         Ok(Some(Prepared {
             txn,
             passivated,
