@@ -965,14 +965,15 @@ mod tests {
         assert_eq!(found(&txn, 1, "b"), None); // bound read: no id of template 1
         let last = u16::MAX; // its ids have no next template's ids above them
         assert_eq!(found(&txn, last, "a"), None);
-        for (template, key) in [
+        let passivated = [
             (1, "b"),
             (1, "d"),
             (0, "z"),
             (2, "a"),
             (1, "a"),
             (last, "m"),
-        ] {
+        ];
+        for (template, key) in passivated {
             txn.passivate(&id(template, key), Some(key.as_bytes()), false, &[])
                 .unwrap();
             assert_eq!(found(&txn, template, key).as_deref(), Some(key.as_bytes()));
@@ -985,14 +986,7 @@ mod tests {
         drop(txn);
 
         let (txn, _) = store.begin().unwrap();
-        for (template, key) in [
-            (1, "b"),
-            (1, "d"),
-            (0, "z"),
-            (2, "a"),
-            (1, "a"),
-            (last, "m"),
-        ] {
+        for (template, key) in passivated {
             assert_eq!(found(&txn, template, key).as_deref(), Some(key.as_bytes()));
         }
         assert_eq!(found(&txn, 1, "e"), None);
