@@ -1043,32 +1043,27 @@ impl Shard {
             let Some(pinned) = pinned? else {
                 return Ok(status);
             };
-            if let Some(kept) = kept.filter(|_| !cfg!(debug_assertions)) {
-                status.live_instances = kept.live;
-                status.tombstones = kept.tombstones;
-                status.pending_timers = kept.timers;
-                return Ok(status);
-            }
-            // A state file the census was not kept for; in a debug build (the tests) every
-            // time, to check the kept census against the records.
-            let counted = actix_rt::task::spawn_blocking(move || {
-                census(pinned, &mut status).map(|()| status)
-            });
-            let counted = match counted.await {
-                Ok(result) => result.map_err(|e| format!("shard {id}: {e}"))?,
-                Err(e) => return Err(format!("shard {id}: census did not finish: {e}")),
+            let census = match kept {
+                Some(kept) if !cfg!(debug_assertions) => kept,
+                // A state file the census was not kept for; in a debug build (the tests)
+                // every time, to check the kept census against the records.
+                _ => {
+                    let found = match actix_rt::task::spawn_blocking(move || census(pinned)).await {
+                        Ok(result) => result.map_err(|e| format!("shard {id}: {e}"))?,
+                        Err(e) => return Err(format!("shard {id}: census did not finish: {e}")),
+                    };
+                    if let Some(kept) = kept.filter(|kept| *kept != found) {
+                        return Err(format!(
+                            "shard {id}: the census kept, {kept:?}, is not the records' {found:?}"
+                        ));
+                    }
+                    found
+                }
             };
-            let found = Census {
-                live: counted.live_instances,
-                tombstones: counted.tombstones,
-                timers: counted.pending_timers,
-            };
-            match kept {
-                Some(kept) if kept != found => Err(format!(
-                    "shard {id}: the census kept, {kept:?}, is not the records' {found:?}"
-                )),
-                _ => Ok(counted),
-            }
+            status.live_instances = census.live;
+            status.tombstones = census.tombstones;
+            status.pending_timers = census.timers;
+            Ok(status)
         })
     }
 
@@ -1230,13 +1225,12 @@ impl Shard {
         let instance = self.activate(&id)?;
         let ended = instance.state.is_none();
         if let Some(hash) = id_hash {
-            let new = match instance.meta.seen.hashes.len() > IdFilter::FROM {
-                false => {
-                    let new = instance.meta.seen.take(hash, watermark, retention);
-                    instance.dirty |= new;
-                    new
-                }
-                true => self.take_with_filter(&id, hash, watermark, retention),
+            let new = if instance.meta.seen.hashes.len() > IdFilter::FROM {
+                self.take_with_filter(&id, hash, watermark, retention)
+            } else {
+                let new = instance.meta.seen.take(hash, watermark, retention);
+                instance.dirty |= new;
+                new
             };
             if !new {
                 if primary {
@@ -1803,20 +1797,21 @@ fn failed(error: String) -> ResponseFuture<Result<ShardStatus, String>> {
 }
 
 /// Counts the live instances, tombstones and timers of a checkpoint.
-fn census(pinned: PinnedCheckpoint, status: &mut ShardStatus) -> Result<(), StorageError> {
+fn census(pinned: PinnedCheckpoint) -> Result<Census, StorageError> {
     let read = pinned.read()?;
+    let mut census = Census::default();
     read.for_each_instance(|bytes| {
         let stored: CensusRecord = codec::decode_borrowed(bytes)?;
         if stored.state.is_some() {
-            status.live_instances += 1;
+            census.live += 1;
         } else {
-            status.tombstones += 1;
+            census.tombstones += 1;
         }
         // Counted from the records: the timer table has only a passivated instance's earliest.
-        status.pending_timers += stored.meta.timers.0;
+        census.timers += stored.meta.timers.0;
         Ok(())
     })?;
-    Ok(())
+    Ok(census)
 }
 
 impl Actor for Shard {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use vigil_actors::event::{Decoder, Event};
-use vigil_actors::hash::stable_hash64;
 use vigil_actors::record::Record;
 use vigil_actors::shop::{self, ShopConfig};
 use vigil_actors::spec::{JobSpec, TemplateSpec};
@@ -137,7 +136,7 @@ pub fn run_events(
     let mut timers = Timers::new();
     for event in events {
         if let Some(id) = &event.id {
-            seen.push(stable_hash64(id.as_bytes()));
+            seen.push(id.stable_hash());
         }
         let mut cx = Context::for_test(&event.key, event.time, &mut outputs, &mut timers);
         template

@@ -341,6 +341,12 @@ pub struct ShardTxn {
     stored_bound: RefCell<Vec<Option<Option<Vec<u8>>>>>,
 }
 
+/// Whether `encoded` is above a template's bound of stored ids ([`ShardTxn::stored_bound`];
+/// `None`: the table holds none of its ids).
+fn above(bound: &Option<Vec<u8>>, encoded: &[u8]) -> bool {
+    bound.as_deref().is_none_or(|bound| encoded > bound)
+}
+
 /// The open tables of a [`ShardTxn`]. Their `'static` is a lie told to the borrow checker:
 /// they borrow the `WriteTransaction` owned by the same `ShardTxn`, which outlives them (see
 /// [`ShardTxn::open_tables`]).
@@ -449,13 +455,13 @@ impl ShardTxn {
                 unread.insert(last.map(|(key, _)| key.value().to_vec()))
             }
         };
-        Ok(bound.as_deref().is_none_or(|bound| encoded > bound))
+        Ok(above(bound, encoded))
     }
 
     /// Raises the template's bound of stored ids to `encoded`, just inserted, if it is read.
     fn raise_stored_bound(&mut self, template: u16, encoded: &[u8]) {
         if let Some(Some(bound)) = self.stored_bound.get_mut().get_mut(usize::from(template)) {
-            if bound.as_deref().is_none_or(|bound| encoded > bound) {
+            if above(bound, encoded) {
                 *bound = Some(encoded.to_vec());
             }
         }
