@@ -73,11 +73,13 @@ fn a_small_resident_budget_changes_nothing() {
 }
 
 #[test]
-fn log_rewrites_and_restarts_from_them_change_nothing() {
-    // Every checkpoint (every 20 ms) whose log holds more than 4 times what is live rewrites
-    // it; shard 1 fails twice on the way and recovers from a rewritten log. The outputs are
-    // the ground truth, the logs end far smaller than without rewrites, and a second run over
-    // the same state reads nothing new.
+fn log_compactions_and_restarts_from_them_change_nothing() {
+    // Every checkpoint (every 20 ms) whose log holds more than 4 times what is live compacts
+    // it, dropping its oldest chunks (at least half the log) and logging again what was live
+    // in them; shard 1 fails twice on the way and recovers from a compacted log. The outputs
+    // are the ground truth, the logs end less than half as large as without compactions (a
+    // compacted log holds up to 4 times what is live), and a second run over the same state
+    // reads nothing new.
     let topology = common::example_with(&[
         (
             "checkpoint_interval = \"1s\"",
@@ -85,11 +87,11 @@ fn log_rewrites_and_restarts_from_them_change_nothing() {
         ),
         ("shards = 8", "shards = 3"),
     ]);
-    let run = |rewrite_bytes: u64, faults: Faults| {
+    let run = |compaction_bytes: u64, faults: Faults| {
         let work = Workdir::new();
-        work.generate(23, 1_500);
+        work.generate(23, 5_000);
         let mut spec = work.compile(&topology);
-        spec.log_rewrite_bytes = rewrite_bytes;
+        spec.log_compaction_bytes = compaction_bytes;
         let options = RunOptions {
             faults,
             ..RunOptions::default()
@@ -110,17 +112,17 @@ fn log_rewrites_and_restarts_from_them_change_nothing() {
         fail_times: 2,
         ..Faults::default()
     };
-    let (work, summary, rewritten) = run(0, faults);
+    let (work, summary, compacted) = run(0, faults);
     assert_eq!(summary.shard_restarts, 2);
-    let (_, _, never_rewritten) = run(u64::MAX, Faults::default());
+    let (_, _, never_compacted) = run(u64::MAX, Faults::default());
     assert!(
-        rewritten * 3 < never_rewritten,
-        "{rewritten} vs {never_rewritten} bytes"
+        compacted * 2 < never_compacted,
+        "{compacted} vs {never_compacted} bytes"
     );
 
     let before = work.output_lines();
     let mut spec = work.compile(&topology);
-    spec.log_rewrite_bytes = 0;
+    spec.log_compaction_bytes = 0;
     let again = job::run(spec, RunOptions::default()).unwrap();
     assert_eq!(again.lines_this_run, 0);
     assert_eq!(work.output_lines(), before);

@@ -454,7 +454,7 @@ mod tests {
             checkpoint_interval: std::time::Duration::from_secs(1),
             passivate_after: std::time::Duration::from_secs(1),
             max_resident: 1000,
-            log_rewrite_bytes: crate::spec::DEFAULT_LOG_REWRITE_BYTES,
+            log_compaction_bytes: crate::spec::DEFAULT_LOG_COMPACTION_BYTES,
             max_resident_overshoot: 0,
             max_out_of_orderness: 0,
             idle_timeout: std::time::Duration::from_secs(1),

@@ -248,7 +248,7 @@ impl ShardHost {
             checkpoint_interval: spec.checkpoint_interval,
             passivate_after: spec.passivate_after,
             max_resident: (spec.max_resident / shards as usize).max(1),
-            log_rewrite_bytes: spec.log_rewrite_bytes,
+            log_compaction_bytes: spec.log_compaction_bytes,
             max_resident_overshoot: match spec.max_resident_overshoot {
                 0 => usize::MAX,
                 overshoot => (overshoot / shards as usize).max(1),

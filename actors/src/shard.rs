@@ -58,9 +58,10 @@ pub enum ShardError {
 /// Restarts of one shard actor before the job gives up.
 pub const MAX_RESTARTS: u32 = 3;
 
-/// A checkpoint rewrites the log (see [`vigil_storage::ShardTxn::restart_log`]) once it holds
-/// more than `JobContext::log_rewrite_bytes` and more than this many times what is live in it.
-const LOG_REWRITE_FACTOR: u64 = 4;
+/// A checkpoint compacts the log (see [`vigil_storage::ShardTxn::compact_log`]) once it holds
+/// more than `JobContext::log_compaction_bytes` and more than this many times what is live in
+/// it.
+const LOG_COMPACTION_FACTOR: u64 = 4;
 
 /// Encodes an instance's record (what [`StoredInstance`] decodes) into `out`; its state goes
 /// through `state_bytes` first (both buffers are reused, so this allocates nothing).
@@ -92,7 +93,7 @@ fn log_instance(
     instance: &mut Instance,
     record: &[u8],
 ) -> Result<(), StorageError> {
-    txn.log_instance(id, record, instance.stored, &instance.meta.timers)?;
+    instance.logged_seq = txn.log_instance(id, record, instance.stored, &instance.meta.timers)?;
     instance.logged_len = logged_len(id, record);
     instance.dirty = false;
     Ok(())
@@ -340,8 +341,8 @@ pub struct JobContext {
     pub passivate_after: Duration,
     /// Resident instances per shard above which the idlest are passivated at a checkpoint.
     pub max_resident: usize,
-    /// See [`crate::spec::JobSpec::log_rewrite_bytes`].
-    pub log_rewrite_bytes: u64,
+    /// See [`crate::spec::JobSpec::log_compaction_bytes`].
+    pub log_compaction_bytes: u64,
     /// This shard's share of [`crate::spec::JobSpec::max_resident_overshoot`] (`usize::MAX`
     /// for none).
     pub max_resident_overshoot: usize,
@@ -474,6 +475,8 @@ struct Instance {
     stored: bool,
     /// The size of its record in the log; 0 if the log has none.
     logged_len: u32,
+    /// The log chunk that holds that record.
+    logged_seq: u64,
     /// The checkpoint interval (`Shard::interval`) in which a batch last logged it.
     logged_in: u64,
     /// When it was last activated: `Shard::uses` then.
@@ -490,6 +493,7 @@ impl Instance {
             touched: false,
             stored: false,
             logged_len: 0,
+            logged_seq: 0,
             logged_in: 0,
             last_used: 0,
         }
@@ -526,7 +530,8 @@ struct Prepared {
     passivated: Vec<Passivated>,
     /// Their changed records, end to end.
     records: Vec<u8>,
-    rewrite: bool,
+    /// Whether it compacts the log.
+    compacted: bool,
     /// Syncing the sinks, in the commit.
     sink_sync_us: u64,
     /// On the worker thread: everything before the commit.
@@ -996,6 +1001,7 @@ impl Shard {
             let mut instance = Instance::decode(&self.job, logged.id.template, &logged.record)?;
             instance.stored = logged.stored;
             instance.logged_len = logged_len(&logged.id, &logged.record);
+            instance.logged_seq = logged.seq;
             self.uses += 1;
             instance.last_used = self.uses;
             self.cache.insert(logged.id, instance);
@@ -1586,20 +1592,18 @@ impl Shard {
         let started = Instant::now();
         let mut txn = self.txn.take().expect("recovered");
         let (idle_before, excess) = self.eviction_cutoffs();
-        // The log has grown well past what is live in it: write every logged instance again
-        // and drop the rest.
-        let rewrite = txn.log_bytes() > self.job.log_rewrite_bytes && {
-            let live: u64 = self.cache.values().map(|i| u64::from(i.logged_len)).sum();
-            txn.log_bytes() > LOG_REWRITE_FACTOR * live
+        // The log has grown well past what is live in it: its oldest chunks are dropped, and
+        // the instances whose records were in them are logged again.
+        let relog_below = if txn.log_bytes() > self.job.log_compaction_bytes {
+            self.compact_log(&mut txn)?
+        } else {
+            None
         };
-        if rewrite {
-            txn.restart_log()?;
-        }
         let mut passivated = Vec::new();
         let mut records = Vec::new();
         let record = &mut self.record;
         let state_bytes = &mut self.state_bytes;
-        if idle_before.is_none() && excess == 0 && !rewrite {
+        if idle_before.is_none() && excess == 0 && relog_below.is_none() {
             // Nothing to passivate or write again: only the instances in `relog` changed since
             // a batch logged them.
             for id in self.relog.drain(..) {
@@ -1625,6 +1629,10 @@ impl Shard {
                 idle_before.is_some_and(|cutoff| i.last_used < cutoff)
                     || rank_below.is_some_and(|cutoff| i.eviction_rank() < cutoff)
             };
+            // Its latest record is in a chunk the compaction drops.
+            let dropped = |i: &Instance| {
+                i.logged() && relog_below.is_some_and(|cutoff| i.logged_seq < cutoff)
+            };
             let logged_since = &mut self.logged_since;
             let job = &self.job;
             let mut failed = None;
@@ -1633,7 +1641,7 @@ impl Shard {
                 if evict(instance) {
                     return true;
                 }
-                if failed.is_none() && (instance.dirty || (rewrite && instance.logged())) {
+                if failed.is_none() && (instance.dirty || dropped(instance)) {
                     *logged_since += u64::from(instance.dirty);
                     let logged = encode_record(job, id, instance, record, state_bytes)
                         .map_err(ShardError::from)
@@ -1662,7 +1670,8 @@ impl Shard {
                     None
                 };
                 passivated.push(Passivated {
-                    logged: instance.logged(),
+                    // Nothing to forget in a dropped chunk.
+                    logged: instance.logged() && !dropped(&instance),
                     timers: instance.meta.timers,
                     id,
                     record,
@@ -1683,7 +1692,7 @@ impl Shard {
             txn,
             passivated,
             records,
-            rewrite,
+            compacted: relog_below.is_some(),
             prepare_us: started.elapsed().as_micros() as u64,
             sink_sync_us: 0,
             commit_us: 0,
@@ -1699,7 +1708,7 @@ impl Shard {
             shard = self.id,
             logged = std::mem::take(&mut self.logged_since),
             passivated = prepared.passivated.len(),
-            rewrite = prepared.rewrite,
+            compacted = prepared.compacted,
             log_bytes = prepared.txn.log_bytes(),
             sink_sync_us = prepared.sink_sync_us,
             prepare_us = prepared.prepare_us,
@@ -1729,6 +1738,27 @@ impl Shard {
             self.batch_starts.pop_front();
         }
         Some(idle_since)
+    }
+
+    /// Compacts the log if it holds more than [`LOG_COMPACTION_FACTOR`] times what is live in
+    /// it (a pass over the cache): returns the sequence number below which the instances'
+    /// records are dropped and must be logged again.
+    fn compact_log(&self, txn: &mut ShardTxn) -> Result<Option<u64>, StorageError> {
+        let first = txn.log_first_seq();
+        let mut live_in: Vec<u64> = Vec::new();
+        let mut live = 0;
+        for instance in self.cache.values().filter(|i| i.logged()) {
+            let at = instance.logged_seq.saturating_sub(first) as usize;
+            if at >= live_in.len() {
+                live_in.resize(at + 1, 0);
+            }
+            live_in[at] += u64::from(instance.logged_len);
+            live += u64::from(instance.logged_len);
+        }
+        if txn.log_bytes() <= LOG_COMPACTION_FACTOR * live {
+            return Ok(None);
+        }
+        Ok(Some(txn.compact_log(&live_in)?))
     }
 
     /// Which instances a checkpoint passivates: those last used before the cutoff (a

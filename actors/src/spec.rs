@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::time::Millis;
 
-/// The default of [`JobSpec::log_rewrite_bytes`]: 16 MiB per shard.
-pub const DEFAULT_LOG_REWRITE_BYTES: u64 = 16 << 20;
+/// The default of [`JobSpec::log_compaction_bytes`]: 16 MiB per shard.
+pub const DEFAULT_LOG_COMPACTION_BYTES: u64 = 16 << 20;
 
 /// A whole job: sources, how to decode each event type, the process templates, the sinks.
 #[derive(Debug, Clone)]
@@ -28,9 +28,9 @@ pub struct JobSpec {
     /// passivated at each checkpoint.
     pub max_resident: usize,
     /// A checkpoint rewrites a shard's instance log once the log holds more than this many
-    /// bytes and more than 4 times what is live in it ([`DEFAULT_LOG_REWRITE_BYTES`]; not a
+    /// bytes and more than 4 times what is live in it ([`DEFAULT_LOG_COMPACTION_BYTES`]; not a
     /// topology setting, tests lower it).
-    pub log_rewrite_bytes: u64,
+    pub log_compaction_bytes: u64,
     /// How far the instances in memory, all shards together, may exceed `max_resident`
     /// between checkpoints: a shard holding more than its share of both checkpoints before
     /// its interval is over. Instances are passivated only at a checkpoint, and an interval's

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::btree_map::{BTreeMap, Entry as BTreeEntry};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -62,6 +62,9 @@ pub struct ShardStore {
 pub struct LoggedInstance {
     pub id: InstanceId,
     pub record: Vec<u8>,
+    /// The sequence number of the log chunk that holds the record (see
+    /// [`ShardTxn::compact_log`]).
+    pub seq: u64,
     /// The instance table also holds an older record of it (delete it when the instance ends).
     pub stored: bool,
 }
@@ -100,7 +103,7 @@ impl ShardStore {
     pub fn begin(&self) -> Result<(ShardTxn, Vec<LoggedInstance>), StorageError> {
         let mut txn = ShardTxn::begin(self.db.clone())?;
         let log = read_log(&txn.tables().log)?;
-        (txn.log_bytes, txn.next_seq) = (log.bytes, log.next_seq);
+        (txn.log_bytes, txn.next_seq, txn.chunks) = (log.bytes, log.next_seq, log.chunks);
         let live = log.live;
         let mut logged = Vec::with_capacity(live.len());
         for (id, record) in live {
@@ -110,6 +113,7 @@ impl ShardStore {
             logged.push(LoggedInstance {
                 id: InstanceId::decode(&id)?,
                 record: record.record,
+                seq: record.seq,
                 stored: record.stored,
             });
         }
@@ -275,6 +279,8 @@ struct Log {
     live: HashMap<Vec<u8>, LoggedRecord>,
     /// The chunks' total size.
     bytes: u64,
+    /// Each chunk's sequence number and size, in order.
+    chunks: VecDeque<(u64, u64)>,
     /// The sequence number after the last chunk.
     next_seq: u64,
 }
@@ -284,13 +290,16 @@ fn read_log(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<Log, Stora
     let mut log = Log {
         live: HashMap::default(),
         bytes: 0,
+        chunks: VecDeque::new(),
         next_seq: 0,
     };
     for entry in table.iter()? {
         let (seq, chunk) = entry?;
-        log.bytes += chunk.value().len() as u64;
-        log.next_seq = seq.value() + 1;
-        log::replay(chunk.value(), &mut log.live)?;
+        let (seq, chunk) = (seq.value(), chunk.value());
+        log.bytes += chunk.len() as u64;
+        log.chunks.push_back((seq, chunk.len() as u64));
+        log.next_seq = seq + 1;
+        log::replay(seq, chunk, &mut log.live)?;
     }
     Ok(log)
 }
@@ -323,8 +332,10 @@ pub struct ShardTxn {
     next_seq: u64,
     /// Bytes in the log table, counting the chunks written in this interval.
     log_bytes: u64,
-    /// Set by [`ShardTxn::restart_log`]: chunks before this one are deleted at the commit.
-    log_starts_at: Option<u64>,
+    /// The sequence number and size of each chunk in the log, in the table or pending.
+    chunks: VecDeque<(u64, u64)>,
+    /// Set by [`ShardTxn::compact_log`]: chunks before this one are deleted at the commit.
+    drop_chunks_before: Option<u64>,
     /// Rows of the instance and timer tables deleted in this interval: the commit deletes
     /// them (off the worker thread for the periodic checkpoint, as it writes what is
     /// passivated); until then the reads here skip them.
@@ -373,7 +384,8 @@ impl ShardTxn {
             pending_chunks: Vec::new(),
             next_seq: 0,
             log_bytes: 0,
-            log_starts_at: None,
+            chunks: VecDeque::new(),
+            drop_chunks_before: None,
             deleted_instances: HashSet::default(),
             deleted_timers: HashSet::default(),
             timers_from: RefCell::new(Vec::new()),
@@ -470,15 +482,17 @@ impl ShardTxn {
     /// Writes an instance's record and its timers, `(name, time)`, to this checkpoint's log
     /// entry. Its timers must be in memory already (set, or moved there by
     /// [`ShardTxn::activate_timers`]). `stored`: the instance table holds an older record.
+    /// Returns the sequence number of the chunk the record will be in.
     pub fn log_instance(
         &mut self,
         id: &InstanceId,
         record: &[u8],
         stored: bool,
         timers: &[(TimerName, i64)],
-    ) -> Result<(), StorageError> {
+    ) -> Result<u64, StorageError> {
         let timers = timers.iter().map(|(name, time)| (*time, name.as_str()));
-        self.append_to_log(|entry| log::put(entry, id, record, stored, timers))
+        self.append_to_log(|entry| log::put(entry, id, record, stored, timers))?;
+        Ok(self.next_seq)
     }
 
     /// Passivates an instance: `record` (if it changed since it was passivated last) goes to
@@ -674,14 +688,33 @@ impl ShardTxn {
         self.log_bytes + self.entry.len() as u64
     }
 
-    /// The log starts again with this checkpoint: its earlier chunks are deleted at the
-    /// commit. Call it before logging the checkpoint's records, and then log every instance
-    /// the shard keeps in memory that is logged (not only the changed ones).
-    pub fn restart_log(&mut self) -> Result<(), StorageError> {
-        self.write_chunk()?;
-        self.log_starts_at = Some(self.next_seq);
-        self.log_bytes = 0;
-        Ok(())
+    /// The sequence number of the log's oldest chunk (of the entry being written if there is
+    /// none): where the index of [`ShardTxn::compact_log`]'s `live_in` starts.
+    pub fn log_first_seq(&self) -> u64 {
+        self.chunks.front().map_or(self.next_seq, |&(seq, _)| seq)
+    }
+
+    /// Compacts the log: drops its oldest chunks at the commit, and returns the sequence
+    /// number of the first chunk it keeps. The caller must log again, in this checkpoint,
+    /// every instance whose latest record is in a chunk before it, and must call this before
+    /// logging the checkpoint's records.
+    ///
+    /// `live_in[i]` is how many bytes of latest records chunk `log_first_seq() + i` holds (the
+    /// last index: the entry being written). Of the cuts that drop at least half the log, it
+    /// takes the one that logs again the fewest live bytes per byte dropped ([`log::cut`]).
+    /// Where instances leave the log in the order they came (new keys, passivated in turn), the
+    /// oldest chunks hold almost nothing live, and a compaction copies almost nothing; a cut
+    /// of the whole log is always among the choices, so it never copies more than the live
+    /// bytes.
+    pub fn compact_log(&mut self, live_in: &[u64]) -> Result<u64, StorageError> {
+        self.write_chunk()?; // every record in a chunk: the whole log can be dropped
+        let dropped = log::cut(&self.chunks, live_in);
+        for (_, bytes) in self.chunks.drain(..dropped) {
+            self.log_bytes -= bytes;
+        }
+        let keep_from = self.log_first_seq();
+        self.drop_chunks_before = Some(keep_from);
+        Ok(keep_from)
     }
 
     /// Appends one record to the entry with `append`. If it takes the entry past
@@ -713,6 +746,7 @@ impl ShardTxn {
         let mut chunk = std::mem::replace(&mut self.entry, next);
         chunk.truncate(len);
         self.pending_chunks.push((self.next_seq, chunk));
+        self.chunks.push_back((self.next_seq, len as u64));
         self.next_seq += 1;
         self.log_bytes += len as u64;
         if self.pending_chunks.len() > PENDING_CHUNKS {
@@ -739,9 +773,9 @@ impl ShardTxn {
         }
         self.timers_from.get_mut().clear();
         self.write_chunk()?;
-        if let Some(start) = self.log_starts_at.take() {
-            // Chunks of the log before the rewrite: those still waiting are not inserted only
-            // to be deleted.
+        if let Some(start) = self.drop_chunks_before.take() {
+            // Chunks the compaction dropped: those still waiting are not inserted only to be
+            // deleted.
             self.pending_chunks.retain(|(seq, _)| *seq >= start);
             self.tables_mut().log.retain_in(..start, |_, _| false)?;
         }

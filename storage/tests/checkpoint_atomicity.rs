@@ -224,31 +224,62 @@ fn an_activated_instance_is_read_from_its_log_record_and_ends_everywhere() {
 }
 
 #[test]
-fn a_restarted_log_keeps_only_what_was_logged_again() {
+fn a_compacted_log_drops_its_oldest_chunks_and_keeps_what_was_logged_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = ShardStore::open(&dir.path().join("s.redb")).unwrap();
     let (mut txn, _) = store.begin().unwrap();
+    // A cold instance logged once, in the first chunk; two hot ones logged in every chunk
+    // (each commit writes one).
+    let cold = InstanceId::new(0, "cold");
+    let mut latest = vec![(
+        cold.clone(),
+        txn.log_instance(&cold, b"cold", false, &[]).unwrap(),
+        4,
+    )];
     for round in 0..50u8 {
+        latest.truncate(1);
         for key in ["a", "b"] {
-            txn.log_instance(&InstanceId::new(0, key), &[round; 100], false, &[])
-                .unwrap();
+            let id = InstanceId::new(0, key);
+            let seq = txn.log_instance(&id, &[round; 100], false, &[]).unwrap();
+            latest.push((id, seq, 100));
         }
         txn.commit().unwrap();
     }
     let before = txn.log_bytes();
-    txn.restart_log().unwrap();
-    txn.log_instance(&InstanceId::new(0, "a"), b"last", false, &[])
-        .unwrap();
+    let first = txn.log_first_seq();
+    let mut live_in = vec![0; 50];
+    for (_, seq, bytes) in &latest {
+        live_in[(seq - first) as usize] += bytes;
+    }
+    // Every chunk but the last holds only dead records and the cold one: the cut drops
+    // them, so the cold instance alone must be logged again.
+    let keep_from = txn.compact_log(&live_in).unwrap();
+    assert_eq!(keep_from, latest[1].1);
+    assert_eq!(latest[1].1, latest[2].1);
+    assert!(latest[0].1 < keep_from);
+    txn.log_instance(&cold, b"cold", false, &[]).unwrap();
     txn.commit().unwrap();
     assert!(
-        txn.log_bytes() < before / 50,
+        txn.log_bytes() < before / 20,
         "{} of {before}",
         txn.log_bytes()
     );
     drop(txn);
-    let (_, logged) = store.begin().unwrap();
-    assert_eq!(logged.len(), 1);
-    assert_eq!(logged[0].record, b"last");
+    let (txn, mut logged) = store.begin().unwrap();
+    assert_eq!(txn.log_first_seq(), keep_from);
+    logged.sort_unstable_by(|x, y| x.id.cmp(&y.id));
+    let found: Vec<_> = logged
+        .iter()
+        .map(|l| (l.id.key.to_string(), l.record.clone(), l.seq))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("a".to_owned(), vec![49; 100], keep_from),
+            ("b".to_owned(), vec![49; 100], keep_from),
+            ("cold".to_owned(), b"cold".to_vec(), keep_from + 1),
+        ]
+    );
 }
 
 #[test]

@@ -117,7 +117,7 @@ pub(crate) fn structure(
             checkpoint_interval,
             passivate_after,
             max_resident,
-            log_rewrite_bytes: vigil_actors::spec::DEFAULT_LOG_REWRITE_BYTES,
+            log_compaction_bytes: vigil_actors::spec::DEFAULT_LOG_COMPACTION_BYTES,
             max_resident_overshoot,
             max_out_of_orderness,
             idle_timeout,
