@@ -528,7 +528,7 @@ struct Prepared {
     txn: ShardTxn,
     /// Instances taken out of the cache, not yet written to redb's tables.
     passivated: Vec<Passivated>,
-    /// Their changed records, end to end.
+    /// Their encoded ids and changed records, end to end.
     records: Vec<u8>,
     /// Whether it compacts the log.
     compacted: bool,
@@ -711,7 +711,8 @@ fn timer_of<'a>(id: &'a InstanceId, name: &'a str, time: Millis) -> TimerRef<'a>
 
 /// An instance passivated by a checkpoint, as [`ShardTxn::passivate`] takes it.
 struct Passivated {
-    id: InstanceId,
+    /// Where in [`Prepared::records`] its encoded id is.
+    encoded_id: std::ops::Range<usize>,
     /// Where in [`Prepared::records`] its record is, if it changed since it was stored.
     record: Option<std::ops::Range<usize>>,
     logged: bool,
@@ -732,9 +733,10 @@ impl Prepared {
             .put_meta("sink_marks", &codec::encode(&sinks.marks(shard)))?;
         self.sink_sync_us = started.elapsed().as_micros() as u64;
         for instance in &self.passivated {
+            let id = &self.records[instance.encoded_id.clone()];
             let record = instance.record.clone().map(|r| &self.records[r]);
             self.txn
-                .passivate(&instance.id, record, instance.logged, &instance.timers)?;
+                .passivate(id, record, instance.logged, &instance.timers)?;
         }
         self.txn.commit()?;
         self.commit_us = started.elapsed().as_micros() as u64;
@@ -1659,21 +1661,28 @@ impl Shard {
             passivated.reserve_exact(evicted.len());
             for (id, instance) in evicted {
                 // The stored record (if any) is not the instance's latest.
-                let record = if instance.dirty || instance.logged() {
+                let changed = instance.dirty || instance.logged();
+                if changed {
                     encode_record(&self.job, &id, &instance, record, state_bytes)?;
-                    if records.is_empty() {
-                        records.reserve(passivated.capacity() * (record.len() + 16));
-                    }
+                }
+                if records.is_empty() {
+                    let each = id.encoded_len() + if changed { record.len() } else { 0 };
+                    records.reserve(passivated.capacity() * (each + 16));
+                }
+                // The id, encoded here where the sort has just read its key (the commit
+                // thread would read it from memory again).
+                let at = records.len();
+                id.encode_into(&mut records);
+                let encoded_id = at..records.len();
+                let record = changed.then(|| {
                     records.extend_from_slice(record);
-                    Some(records.len() - record.len()..records.len())
-                } else {
-                    None
-                };
+                    records.len() - record.len()..records.len()
+                });
                 passivated.push(Passivated {
                     // Nothing to forget in a dropped chunk.
                     logged: instance.logged() && !dropped(&instance),
                     timers: instance.meta.timers,
-                    id,
+                    encoded_id,
                     record,
                 });
             }

@@ -111,7 +111,8 @@ fn bench_checkpoint(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("put_commit", n), &ids, |b, ids| {
             b.iter(|| {
                 for id in ids {
-                    txn.passivate(id, Some(bytes), false, &[]).unwrap();
+                    txn.passivate(&id.encode(), Some(bytes), false, &[])
+                        .unwrap();
                 }
                 txn.put_meta("position", &codec::encode(&42u64)).unwrap();
                 txn.commit().unwrap();
@@ -181,7 +182,8 @@ fn bench_timers(c: &mut Criterion) {
     for i in 0..PENDING_TIMERS {
         let timer = sla_timer(i as i64 * 1_000, i);
         let timers = [(timer.name.as_str().into(), timer.time)];
-        txn.passivate(&order_id(i), None, false, &timers).unwrap();
+        txn.passivate(&order_id(i).encode(), None, false, &timers)
+            .unwrap();
     }
     txn.commit().unwrap();
     drop(txn);
@@ -275,7 +277,7 @@ fn bench_activation(c: &mut Criterion) {
     let store = ShardStore::open(&dir.path().join("activation.redb")).unwrap();
     let (mut txn, _) = store.begin().unwrap();
     for i in 0..INSTANCES {
-        txn.passivate(&order_id(i), Some(bytes), false, &[])
+        txn.passivate(&order_id(i).encode(), Some(bytes), false, &[])
             .unwrap();
     }
     txn.commit().unwrap();

@@ -22,7 +22,7 @@ impl InstanceId {
     }
 
     /// Inline for keys up to 62 bytes: looking an instance up allocates nothing.
-    pub(crate) fn encode(&self) -> SmallVec<[u8; 64]> {
+    pub fn encode(&self) -> SmallVec<[u8; 64]> {
         let mut out = SmallVec::with_capacity(self.encoded_len());
         out.extend_from_slice(&self.template.to_be_bytes());
         out.extend_from_slice(self.key.as_bytes());
@@ -35,17 +35,23 @@ impl InstanceId {
     }
 
     /// Appends [`InstanceId::encode`]'s bytes to `out`.
-    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.encode());
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.template.to_be_bytes());
+        out.extend_from_slice(self.key.as_bytes());
+    }
+
+    /// The template and key bytes of an encoded id, without building an `InstanceId`.
+    pub(crate) fn encoded_parts(bytes: &[u8]) -> Result<(u16, &[u8]), StorageError> {
+        match bytes {
+            [high, low, key @ ..] => Ok((u16::from_be_bytes([*high, *low]), key)),
+            _ => Err(StorageError::CorruptKey { table: "instances" }),
+        }
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<InstanceId, StorageError> {
-        let corrupt = || StorageError::CorruptKey { table: "instances" };
-        if bytes.len() < 2 {
-            return Err(corrupt());
-        }
-        let template = u16::from_be_bytes([bytes[0], bytes[1]]);
-        let key = std::str::from_utf8(&bytes[2..]).map_err(|_| corrupt())?;
+        let (template, key) = InstanceId::encoded_parts(bytes)?;
+        let key = std::str::from_utf8(key)
+            .map_err(|_| StorageError::CorruptKey { table: "instances" })?;
         Ok(InstanceId::new(template, key))
     }
 }

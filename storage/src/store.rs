@@ -504,24 +504,25 @@ impl ShardTxn {
     /// into memory ([`ShardTxn::activate_timers`]) before any of them can be due (a due-timer
     /// scan ends after a row of the table, see [`ShardTxn::due_timers`]). Each row is a
     /// B-tree insert at the commit: most of the cost of passivating an order with two timers.
+    ///
+    /// `encoded_id` is the instance's id as [`InstanceId::encode_into`] writes it: the shard
+    /// encodes the ids it passivates while they are in its cache, next to their records.
     pub fn passivate(
         &mut self,
-        id: &InstanceId,
+        encoded_id: &[u8],
         record: Option<&[u8]>,
         logged: bool,
         timers: &[(TimerName, i64)],
     ) -> Result<(), StorageError> {
-        let encoded = id.encode();
+        let (template, key_bytes) = InstanceId::encoded_parts(encoded_id)?;
         if let Some(record) = record {
-            self.deleted_instances.remove(encoded.as_slice());
-            self.raise_stored_bound(id.template, &encoded);
-            self.tables_mut()
-                .instances
-                .insert(encoded.as_slice(), record)?;
+            self.deleted_instances.remove(encoded_id);
+            self.raise_stored_bound(template, encoded_id);
+            self.tables_mut().instances.insert(encoded_id, record)?;
         }
         let mut earliest: Option<Vec<u8>> = None;
         for (name, time) in timers {
-            let key = TimerKey::encode_parts(*time, id.template, id.key.as_bytes(), name);
+            let key = TimerKey::encode_parts(*time, template, key_bytes, name);
             self.resident_timers.remove(&ResidentTimer::from_key(&key));
             if earliest.as_ref().is_none_or(|e| key < *e) {
                 earliest = Some(key);
@@ -536,7 +537,7 @@ impl ShardTxn {
             self.tables_mut().timers.insert(key.as_slice(), ())?;
         }
         if logged {
-            self.append_to_log(|entry| log::forget(entry, &encoded))?;
+            self.append_to_log(|entry| log::forget(entry, encoded_id))?;
         }
         Ok(())
     }
@@ -1014,8 +1015,13 @@ mod tests {
             (last, "m"),
         ];
         for (template, key) in passivated {
-            txn.passivate(&id(template, key), Some(key.as_bytes()), false, &[])
-                .unwrap();
+            txn.passivate(
+                &id(template, key).encode(),
+                Some(key.as_bytes()),
+                false,
+                &[],
+            )
+            .unwrap();
             assert_eq!(found(&txn, template, key).as_deref(), Some(key.as_bytes()));
         }
         assert_eq!(found(&txn, 1, "c"), None); // below the bound: looked up
