@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use tracing::{debug, debug_span, warn};
 use vigil_storage::{
-    codec, InstanceId, PinnedCheckpoint, ShardStore, ShardTxn, StorageError, TimerKey, TimerRef,
+    codec, InstanceId, Passivation, PinnedCheckpoint, ShardStore, ShardTxn, StorageError, TimerKey,
+    TimerRef,
 };
 
 use crate::event::{DeadLetter, Event, EventId, Reason};
@@ -732,12 +733,16 @@ impl Prepared {
         self.txn
             .put_meta("sink_marks", &codec::encode(&sinks.marks(shard)))?;
         self.sink_sync_us = started.elapsed().as_micros() as u64;
-        for instance in &self.passivated {
-            let id = &self.records[instance.encoded_id.clone()];
-            let record = instance.record.clone().map(|r| &self.records[r]);
-            self.txn
-                .passivate(id, record, instance.logged, &instance.timers)?;
-        }
+        let records = &self.records;
+        let passivations: Vec<Passivation> = (self.passivated.iter())
+            .map(|instance| Passivation {
+                encoded_id: &records[instance.encoded_id.clone()],
+                record: instance.record.clone().map(|r| &records[r]),
+                logged: instance.logged,
+                timers: &instance.timers,
+            })
+            .collect();
+        self.txn.passivate(&passivations)?;
         self.txn.commit()?;
         self.commit_us = started.elapsed().as_micros() as u64;
         Ok(())

@@ -36,4 +36,6 @@ mod store;
 pub use codec::{CodecError, FORMAT_VERSION};
 pub use error::StorageError;
 pub use keys::{InstanceId, TimerKey, TimerName, TimerRef};
-pub use store::{DueTimers, LoggedInstance, PinnedCheckpoint, ShardReader, ShardStore, ShardTxn};
+pub use store::{
+    DueTimers, LoggedInstance, Passivation, PinnedCheckpoint, ShardReader, ShardStore, ShardTxn,
+};

@@ -358,6 +358,63 @@ fn above(bound: &Option<Vec<u8>>, encoded: &[u8]) -> bool {
     bound.as_deref().is_none_or(|bound| encoded > bound)
 }
 
+/// An instance for [`ShardTxn::passivate`].
+pub struct Passivation<'a> {
+    /// Its id as [`InstanceId::encode_into`] writes it (the shard encodes the ids it
+    /// passivates while they are in its cache, next to their records).
+    pub encoded_id: &'a [u8],
+    /// Its record, if it changed since it was stored.
+    pub record: Option<&'a [u8]>,
+    /// Whether the log holds it.
+    pub logged: bool,
+    pub timers: &'a [(TimerName, i64)],
+}
+
+/// Inserts `rows` (key, value) into `table`, a later row of a key replacing an earlier one.
+/// Sorted by key first (they usually are): the keys above the table's last one then go in
+/// through one cursor at its end, which buffers them and splices them into full leaves (a
+/// megabyte at a time) instead of searching the tree for each; the others one by one.
+fn insert_rows<'v, V: redb::Value + 'static>(
+    table: &mut Table<'static, &'static [u8], V>,
+    rows: &mut Vec<(&[u8], V::SelfType<'v>)>,
+) -> Result<(), StorageError> {
+    if !rows.is_sorted_by(|a, b| a.0 < b.0) {
+        rows.sort_by(|a, b| a.0.cmp(b.0)); // stable: the later of two equal keys stays last
+        rows.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(later, earlier); // keep the later row
+            }
+            same
+        });
+    }
+    let last = table.last()?.map(|(key, _)| key.value().to_vec());
+    let appended =
+        rows.partition_point(|(key, _)| last.as_deref().is_some_and(|last| *key <= last));
+    let (middle, end) = rows.split_at(appended);
+    for (key, value) in middle {
+        table.insert(*key, value)?;
+    }
+    if end.is_empty() {
+        return Ok(());
+    }
+    let mut cursor = table.upper_bound_mut(Bound::<&[u8]>::Unbounded)?;
+    let mut inserted = 0;
+    for (key, value) in end {
+        match cursor.insert_before(*key, value) {
+            Ok(()) => inserted += 1,
+            Err(redb::CursorError::Storage(e)) => return Err(e.into()),
+            // Not with keys ascending and above the last; the rest go in one by one.
+            Err(_) => break,
+        }
+    }
+    cursor.close()?;
+    for (key, value) in &end[inserted..] {
+        table.insert(*key, value)?;
+    }
+    Ok(())
+}
+
 /// The open tables of a [`ShardTxn`]. Their `'static` is a lie told to the borrow checker:
 /// they borrow the `WriteTransaction` owned by the same `ShardTxn`, which outlives them (see
 /// [`ShardTxn::open_tables`]).
@@ -495,50 +552,53 @@ impl ShardTxn {
         Ok(self.next_seq)
     }
 
-    /// Passivates an instance: `record` (if it changed since it was passivated last) goes to
-    /// the instance table, its timers leave memory, and the earliest of them goes to the
-    /// timer table; a `logged` instance leaves the log.
+    /// Passivates instances: each one's `record` (if it changed since it was passivated last)
+    /// goes to the instance table, its timers leave memory, and the earliest of them goes to
+    /// the timer table; a `logged` instance leaves the log.
     ///
     /// One timer row per passivated instance, not one per timer: the record holds them all,
     /// and when the earliest fires it activates the instance, which brings the others back
     /// into memory ([`ShardTxn::activate_timers`]) before any of them can be due (a due-timer
-    /// scan ends after a row of the table, see [`ShardTxn::due_timers`]). Each row is a
-    /// B-tree insert at the commit: most of the cost of passivating an order with two timers.
+    /// scan ends after a row of the table, see [`ShardTxn::due_timers`]).
     ///
-    /// `encoded_id` is the instance's id as [`InstanceId::encode_into`] writes it: the shard
-    /// encodes the ids it passivates while they are in its cache, next to their records.
-    pub fn passivate(
-        &mut self,
-        encoded_id: &[u8],
-        record: Option<&[u8]>,
-        logged: bool,
-        timers: &[(TimerName, i64)],
-    ) -> Result<(), StorageError> {
-        let (template, key_bytes) = InstanceId::encoded_parts(encoded_id)?;
-        if let Some(record) = record {
-            self.deleted_instances.remove(encoded_id);
-            self.raise_stored_bound(template, encoded_id);
-            self.tables_mut().instances.insert(encoded_id, record)?;
-        }
-        let mut earliest: Option<Vec<u8>> = None;
-        for (name, time) in timers {
-            let key = TimerKey::encode_parts(*time, template, key_bytes, name);
-            self.resident_timers.remove(&ResidentTimer::from_key(&key));
-            if earliest.as_ref().is_none_or(|e| key < *e) {
-                earliest = Some(key);
+    /// The rows are B-tree inserts, most of the cost of passivating an instance. Those above
+    /// every row of their table (new keys that grow, as order numbers do, and their timers)
+    /// go in through one cursor at the table's end, which packs them into leaves a
+    /// megabyte at a time instead of searching the tree for each ([`insert_rows`]).
+    pub fn passivate(&mut self, instances: &[Passivation<'_>]) -> Result<(), StorageError> {
+        let mut records: Vec<(&[u8], &[u8])> = Vec::with_capacity(instances.len());
+        let mut timer_rows: Vec<Vec<u8>> = Vec::with_capacity(instances.len());
+        for instance in instances {
+            let (template, key_bytes) = InstanceId::encoded_parts(instance.encoded_id)?;
+            if let Some(record) = instance.record {
+                self.deleted_instances.remove(instance.encoded_id);
+                self.raise_stored_bound(template, instance.encoded_id);
+                records.push((instance.encoded_id, record));
+            }
+            let mut earliest: Option<Vec<u8>> = None;
+            for (name, time) in instance.timers {
+                let key = TimerKey::encode_parts(*time, template, key_bytes, name);
+                self.resident_timers.remove(&ResidentTimer::from_key(&key));
+                if earliest.as_ref().is_none_or(|e| key < *e) {
+                    earliest = Some(key);
+                }
+            }
+            if let Some(key) = earliest {
+                self.deleted_timers.remove(&key);
+                let from = self.timers_from.get_mut();
+                if key < *from {
+                    from.clone_from(&key);
+                }
+                timer_rows.push(key);
+            }
+            if instance.logged {
+                self.append_to_log(|entry| log::forget(entry, instance.encoded_id))?;
             }
         }
-        if let Some(key) = earliest {
-            self.deleted_timers.remove(&key);
-            let from = self.timers_from.get_mut();
-            if key < *from {
-                from.clone_from(&key);
-            }
-            self.tables_mut().timers.insert(key.as_slice(), ())?;
-        }
-        if logged {
-            self.append_to_log(|entry| log::forget(entry, encoded_id))?;
-        }
+        let tables = self.tables_mut();
+        insert_rows(&mut tables.instances, &mut records)?;
+        let mut timer_rows: Vec<(&[u8], ())> = timer_rows.iter().map(|k| (&k[..], ())).collect();
+        insert_rows(&mut tables.timers, &mut timer_rows)?;
         Ok(())
     }
 
@@ -993,6 +1053,74 @@ mod tests {
         }
     }
 
+    /// A batch of passivations in any order, with keys among, equal to and above the stored
+    /// ones, and a key named twice: every row ends as the batch's last word on it, in the
+    /// table's order, before and after the commit.
+    #[test]
+    fn passivated_rows_land_whatever_their_order_and_the_last_of_a_key_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShardStore::open(&dir.path().join("shard.redb")).unwrap();
+        let (mut txn, _) = store.begin().unwrap();
+        let batch = |txn: &mut ShardTxn, rows: &[(&str, &str)]| {
+            let ids: Vec<_> = rows
+                .iter()
+                .map(|(k, _)| InstanceId::new(1, *k).encode())
+                .collect();
+            let timers: Vec<[(TimerName, i64); 1]> = (rows.iter())
+                .map(|(k, _)| [(TimerName::from("sla"), i64::from(k.as_bytes()[0]))])
+                .collect();
+            let passivations: Vec<Passivation> = (rows.iter().zip(&ids).zip(&timers))
+                .map(|(((_, value), id), timers)| Passivation {
+                    encoded_id: id,
+                    record: Some(value.as_bytes()),
+                    logged: false,
+                    timers,
+                })
+                .collect();
+            txn.passivate(&passivations).unwrap();
+        };
+        batch(&mut txn, &[("b", "b1"), ("d", "d1"), ("f", "f1")]);
+        txn.commit().unwrap();
+        let after = [
+            ("g", "g1"),
+            ("a", "a1"),
+            ("d", "d2"),
+            ("h", "h1"),
+            ("e", "e1"),
+        ];
+        batch(&mut txn, &[&after[..], &[("g", "g22")]].concat());
+        let expected = [
+            ("a", "a1"),
+            ("b", "b1"),
+            ("d", "d2"),
+            ("e", "e1"),
+            ("f", "f1"),
+            ("g", "g22"),
+            ("h", "h1"),
+        ];
+        for (key, value) in expected {
+            let found = txn.instance(&InstanceId::new(1, key)).unwrap();
+            assert_eq!(found.as_deref(), Some(value.as_bytes()), "{key}");
+        }
+        txn.commit().unwrap();
+        drop(txn);
+        let read = store.read().unwrap();
+        let rows: Vec<(String, Vec<u8>)> = (read.instances().unwrap().into_iter())
+            .map(|(id, record)| (id.key.to_string(), record))
+            .collect();
+        let expected: Vec<(String, Vec<u8>)> = (expected.iter())
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(rows, expected);
+        // One timer row per instance (g's two rows are one key).
+        let times: Vec<i64> = read.timers().unwrap().iter().map(|t| t.time).collect();
+        let keys: Vec<i64> = expected
+            .iter()
+            .map(|(k, _)| i64::from(k.as_bytes()[0]))
+            .collect();
+        assert_eq!(times, keys);
+    }
+
     /// A lookup skips the instance table only for an id above every stored id of its
     /// template: a passivation raises the bound read before it, each template has its own,
     /// and a store opened again reads its bounds from the table.
@@ -1015,12 +1143,12 @@ mod tests {
             (last, "m"),
         ];
         for (template, key) in passivated {
-            txn.passivate(
-                &id(template, key).encode(),
-                Some(key.as_bytes()),
-                false,
-                &[],
-            )
+            txn.passivate(&[Passivation {
+                encoded_id: &id(template, key).encode(),
+                record: Some(key.as_bytes()),
+                logged: false,
+                timers: &[],
+            }])
             .unwrap();
             assert_eq!(found(&txn, template, key).as_deref(), Some(key.as_bytes()));
         }

@@ -2,7 +2,7 @@
 //! transaction is dropped (the shard rolls back), and committed ones survive reopening,
 //! whether the instance was logged or passivated.
 
-use vigil_storage::{codec, InstanceId, ShardStore, TimerKey, TimerName};
+use vigil_storage::{codec, InstanceId, Passivation, ShardStore, TimerKey, TimerName};
 
 fn sla(time: i64, key: &str) -> TimerKey {
     TimerKey::new(time, 3, key, "sla")
@@ -90,12 +90,12 @@ fn timers_of_passivated_and_resident_instances_merge_in_time_order() {
     let (mut txn, _) = store.begin().unwrap();
     for (time, key) in [(10, "a"), (30, "c"), (50, "e")] {
         txn.set_timer(&sla(time, key)).unwrap();
-        txn.passivate(
-            &InstanceId::new(3, key).encode(),
-            Some(b"p"),
-            false,
-            &timers(time),
-        )
+        txn.passivate(&[Passivation {
+            encoded_id: &InstanceId::new(3, key).encode(),
+            record: Some(b"p"),
+            logged: false,
+            timers: &timers(time),
+        }])
         .unwrap();
     }
     txn.commit().unwrap();
@@ -147,8 +147,13 @@ fn a_passivated_instance_has_one_timer_row_and_activation_brings_back_all_its_ti
     txn.set_timer(&TimerKey::new(90, 3, "ORD-1", "expire"))
         .unwrap();
     txn.set_timer(&sla(60, "other")).unwrap();
-    txn.passivate(&order.encode(), Some(b"p"), false, &both)
-        .unwrap();
+    txn.passivate(&[Passivation {
+        encoded_id: &order.encode(),
+        record: Some(b"p"),
+        logged: false,
+        timers: &both,
+    }])
+    .unwrap();
     // Only the earliest is in the table; the other left memory with the instance.
     let due = txn.due_timers(100, 10).unwrap();
     assert_eq!((due.timers, due.next), (vec![sla(30, "ORD-1")], Some(60)));
@@ -189,8 +194,13 @@ fn an_activated_instance_is_read_from_its_log_record_and_ends_everywhere() {
     txn.set_timer(&sla(50, "ORD-1")).unwrap();
     txn.log_instance(&order, b"v1", false, &timers(50)).unwrap();
     txn.commit().unwrap();
-    txn.passivate(&order.encode(), Some(b"v1"), true, &timers(50))
-        .unwrap();
+    txn.passivate(&[Passivation {
+        encoded_id: &order.encode(),
+        record: Some(b"v1"),
+        logged: true,
+        timers: &timers(50),
+    }])
+    .unwrap();
     txn.commit().unwrap();
     drop(txn);
 
@@ -293,12 +303,12 @@ fn a_snapshot_holds_every_instance_passivated() {
     let dir = tempfile::tempdir().unwrap();
     let store = ShardStore::open(&dir.path().join("s.redb")).unwrap();
     let (mut txn, _) = store.begin().unwrap();
-    txn.passivate(
-        &InstanceId::new(3, "p").encode(),
-        Some(b"p1"),
-        false,
-        &timers(7),
-    )
+    txn.passivate(&[Passivation {
+        encoded_id: &InstanceId::new(3, "p").encode(),
+        record: Some(b"p1"),
+        logged: false,
+        timers: &timers(7),
+    }])
     .unwrap();
     txn.set_timer(&sla(9, "l")).unwrap();
     txn.log_instance(&InstanceId::new(3, "l"), b"l1", false, &timers(9))
@@ -334,11 +344,21 @@ fn rows_deleted_in_an_interval_are_gone_at_once_and_deleted_at_the_commit() {
     let (a, b) = (InstanceId::new(3, "a"), InstanceId::new(3, "b"));
     let (mut txn, _) = store.begin().unwrap();
     txn.set_timer(&sla(10, "a")).unwrap();
-    txn.passivate(&a.encode(), Some(b"a1"), false, &timers(10))
-        .unwrap();
+    txn.passivate(&[Passivation {
+        encoded_id: &a.encode(),
+        record: Some(b"a1"),
+        logged: false,
+        timers: &timers(10),
+    }])
+    .unwrap();
     txn.set_timer(&sla(20, "b")).unwrap();
-    txn.passivate(&b.encode(), Some(b"b1"), false, &timers(20))
-        .unwrap();
+    txn.passivate(&[Passivation {
+        encoded_id: &b.encode(),
+        record: Some(b"b1"),
+        logged: false,
+        timers: &timers(20),
+    }])
+    .unwrap();
     txn.commit().unwrap();
 
     // `a` is activated (its timer moves to memory), its timer fires, and it ends.
@@ -348,8 +368,13 @@ fn rows_deleted_in_an_interval_are_gone_at_once_and_deleted_at_the_commit() {
     // `b`'s row is deleted and the key passivated again in the same interval.
     txn.remove_timer(&sla(20, "b")).unwrap();
     txn.remove_instance(&b, false, true).unwrap();
-    txn.passivate(&b.encode(), Some(b"b2"), false, &timers(30))
-        .unwrap();
+    txn.passivate(&[Passivation {
+        encoded_id: &b.encode(),
+        record: Some(b"b2"),
+        logged: false,
+        timers: &timers(30),
+    }])
+    .unwrap();
     assert_eq!(txn.instance(&a).unwrap(), None);
     assert_eq!(txn.instance(&b).unwrap().as_deref(), Some(&b"b2"[..]));
     let due = txn.due_timers(100, 10).unwrap();
