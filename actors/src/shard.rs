@@ -850,7 +850,9 @@ pub struct Shard {
     job: Arc<JobContext>,
     store: Option<ShardStore>,
     txn: Option<ShardTxn>,
-    cache: HashMap<InstanceId, Instance>,
+    /// Boxed: the table holds 32 bytes per instance, not 200, so it grows (new pages, rehashes)
+    /// and is passed over (eviction) in a sixth of the memory.
+    cache: HashMap<InstanceId, Box<Instance>>,
     /// Filters over the ids of resident instances with many (see [`IdFilter`]); emptied at
     /// each checkpoint, made again as those instances take ids.
     id_filters: HashMap<InstanceId, IdFilter>,
@@ -1011,7 +1013,7 @@ impl Shard {
             instance.logged_seq = logged.seq;
             self.uses += 1;
             instance.last_used = self.uses;
-            self.cache.insert(logged.id, instance);
+            self.cache.insert(logged.id, Box::new(instance));
         }
         self.changed = false;
         Ok(())
@@ -1182,7 +1184,7 @@ impl Shard {
     /// the cache: it is the shard's largest table, and each delivery activates.)
     fn activate(&mut self, id: &InstanceId) -> Result<&mut Instance, StorageError> {
         let instance = match self.cache.entry(id.clone()) {
-            Entry::Occupied(cached) => cached.into_mut(),
+            Entry::Occupied(cached) => &mut **cached.into_mut(),
             Entry::Vacant(vacant) => {
                 let txn = self.txn.as_mut().expect("recovered");
                 let instance = match txn.instance(id)? {
@@ -1207,7 +1209,7 @@ impl Shard {
                         Instance::new(InstanceMeta::default(), Some(state), true)
                     }
                 };
-                vacant.insert(instance)
+                &mut **vacant.insert(Box::new(instance))
             }
         };
         self.uses += 1;
@@ -1628,8 +1630,7 @@ impl Shard {
             // `relog` names.
             self.relog.clear();
             let rank_below = (excess > 0).then(|| {
-                let mut ranks: Vec<u64> =
-                    self.cache.values().map(Instance::eviction_rank).collect();
+                let mut ranks: Vec<u64> = self.cache.values().map(|i| i.eviction_rank()).collect();
                 *ranks.select_nth_unstable(excess).1
             });
             let evict = |i: &Instance| {
@@ -1643,7 +1644,7 @@ impl Shard {
             let logged_since = &mut self.logged_since;
             let job = &self.job;
             let mut failed = None;
-            let mut evicted: Vec<(InstanceId, Instance)> = Vec::with_capacity(excess);
+            let mut evicted: Vec<(InstanceId, Box<Instance>)> = Vec::with_capacity(excess);
             evicted.extend(self.cache.extract_if(|id, instance| {
                 if evict(instance) {
                     return true;
