@@ -860,7 +860,7 @@ pub struct Shard {
     /// have changed.
     touched: Vec<InstanceId>,
     /// Instances a batch found changed but had logged already in this interval: left for the
-    /// checkpoint, which without passivation or a log rewrite logs only these (possibly named
+    /// checkpoint, which without passivation or a log compaction logs only these (possibly named
     /// more than once, or ended since) instead of looking through the whole cache.
     relog: Vec<InstanceId>,
     /// When a checkpoint last looked for idle instances to passivate.

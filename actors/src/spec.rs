@@ -27,7 +27,7 @@ pub struct JobSpec {
     /// Instances kept in memory across all shards; above it the least recently used are
     /// passivated at each checkpoint.
     pub max_resident: usize,
-    /// A checkpoint rewrites a shard's instance log once the log holds more than this many
+    /// A checkpoint compacts a shard's instance log once the log holds more than this many
     /// bytes and more than 4 times what is live in it ([`DEFAULT_LOG_COMPACTION_BYTES`]; not a
     /// topology setting, tests lower it).
     pub log_compaction_bytes: u64,
