@@ -36,8 +36,7 @@ impl InstanceId {
 
     /// Appends [`InstanceId::encode`]'s bytes to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.template.to_be_bytes());
-        out.extend_from_slice(self.key.as_bytes());
+        out.extend_from_slice(&self.encode());
     }
 
     /// The template and key bytes of an encoded id, without building an `InstanceId`.

@@ -2,7 +2,7 @@
 //! transaction is dropped (the shard rolls back), and committed ones survive reopening,
 //! whether the instance was logged or passivated.
 
-use vigil_storage::{codec, InstanceId, Passivation, ShardStore, TimerKey, TimerName};
+use vigil_storage::{codec, InstanceId, Passivation, ShardStore, ShardTxn, TimerKey, TimerName};
 
 fn sla(time: i64, key: &str) -> TimerKey {
     TimerKey::new(time, 3, key, "sla")
@@ -10,6 +10,24 @@ fn sla(time: i64, key: &str) -> TimerKey {
 
 fn timers(time: i64) -> Vec<(TimerName, i64)> {
     vec![("sla".into(), time)]
+}
+
+/// Passivates one instance (`ShardTxn::passivate` takes a checkpoint's instances together).
+fn passivate(
+    txn: &mut ShardTxn,
+    id: &InstanceId,
+    record: Option<&[u8]>,
+    logged: bool,
+    timers: &[(TimerName, i64)],
+) {
+    let encoded = id.encode();
+    let passivation = Passivation {
+        encoded_id: &encoded,
+        record,
+        logged,
+        timers,
+    };
+    txn.passivate(&[passivation]).unwrap();
 }
 
 #[test]
@@ -90,13 +108,13 @@ fn timers_of_passivated_and_resident_instances_merge_in_time_order() {
     let (mut txn, _) = store.begin().unwrap();
     for (time, key) in [(10, "a"), (30, "c"), (50, "e")] {
         txn.set_timer(&sla(time, key)).unwrap();
-        txn.passivate(&[Passivation {
-            encoded_id: &InstanceId::new(3, key).encode(),
-            record: Some(b"p"),
-            logged: false,
-            timers: &timers(time),
-        }])
-        .unwrap();
+        passivate(
+            &mut txn,
+            &InstanceId::new(3, key),
+            Some(b"p"),
+            false,
+            &timers(time),
+        );
     }
     txn.commit().unwrap();
     for (time, key) in [(20, "b"), (40, "d"), (60, "f")] {
@@ -147,13 +165,7 @@ fn a_passivated_instance_has_one_timer_row_and_activation_brings_back_all_its_ti
     txn.set_timer(&TimerKey::new(90, 3, "ORD-1", "expire"))
         .unwrap();
     txn.set_timer(&sla(60, "other")).unwrap();
-    txn.passivate(&[Passivation {
-        encoded_id: &order.encode(),
-        record: Some(b"p"),
-        logged: false,
-        timers: &both,
-    }])
-    .unwrap();
+    passivate(&mut txn, &order, Some(b"p"), false, &both);
     // Only the earliest is in the table; the other left memory with the instance.
     let due = txn.due_timers(100, 10).unwrap();
     assert_eq!((due.timers, due.next), (vec![sla(30, "ORD-1")], Some(60)));
@@ -194,13 +206,7 @@ fn an_activated_instance_is_read_from_its_log_record_and_ends_everywhere() {
     txn.set_timer(&sla(50, "ORD-1")).unwrap();
     txn.log_instance(&order, b"v1", false, &timers(50)).unwrap();
     txn.commit().unwrap();
-    txn.passivate(&[Passivation {
-        encoded_id: &order.encode(),
-        record: Some(b"v1"),
-        logged: true,
-        timers: &timers(50),
-    }])
-    .unwrap();
+    passivate(&mut txn, &order, Some(b"v1"), true, &timers(50));
     txn.commit().unwrap();
     drop(txn);
 
@@ -303,13 +309,13 @@ fn a_snapshot_holds_every_instance_passivated() {
     let dir = tempfile::tempdir().unwrap();
     let store = ShardStore::open(&dir.path().join("s.redb")).unwrap();
     let (mut txn, _) = store.begin().unwrap();
-    txn.passivate(&[Passivation {
-        encoded_id: &InstanceId::new(3, "p").encode(),
-        record: Some(b"p1"),
-        logged: false,
-        timers: &timers(7),
-    }])
-    .unwrap();
+    passivate(
+        &mut txn,
+        &InstanceId::new(3, "p"),
+        Some(b"p1"),
+        false,
+        &timers(7),
+    );
     txn.set_timer(&sla(9, "l")).unwrap();
     txn.log_instance(&InstanceId::new(3, "l"), b"l1", false, &timers(9))
         .unwrap();
@@ -344,21 +350,9 @@ fn rows_deleted_in_an_interval_are_gone_at_once_and_deleted_at_the_commit() {
     let (a, b) = (InstanceId::new(3, "a"), InstanceId::new(3, "b"));
     let (mut txn, _) = store.begin().unwrap();
     txn.set_timer(&sla(10, "a")).unwrap();
-    txn.passivate(&[Passivation {
-        encoded_id: &a.encode(),
-        record: Some(b"a1"),
-        logged: false,
-        timers: &timers(10),
-    }])
-    .unwrap();
+    passivate(&mut txn, &a, Some(b"a1"), false, &timers(10));
     txn.set_timer(&sla(20, "b")).unwrap();
-    txn.passivate(&[Passivation {
-        encoded_id: &b.encode(),
-        record: Some(b"b1"),
-        logged: false,
-        timers: &timers(20),
-    }])
-    .unwrap();
+    passivate(&mut txn, &b, Some(b"b1"), false, &timers(20));
     txn.commit().unwrap();
 
     // `a` is activated (its timer moves to memory), its timer fires, and it ends.
@@ -368,13 +362,7 @@ fn rows_deleted_in_an_interval_are_gone_at_once_and_deleted_at_the_commit() {
     // `b`'s row is deleted and the key passivated again in the same interval.
     txn.remove_timer(&sla(20, "b")).unwrap();
     txn.remove_instance(&b, false, true).unwrap();
-    txn.passivate(&[Passivation {
-        encoded_id: &b.encode(),
-        record: Some(b"b2"),
-        logged: false,
-        timers: &timers(30),
-    }])
-    .unwrap();
+    passivate(&mut txn, &b, Some(b"b2"), false, &timers(30));
     assert_eq!(txn.instance(&a).unwrap(), None);
     assert_eq!(txn.instance(&b).unwrap().as_deref(), Some(&b"b2"[..]));
     let due = txn.due_timers(100, 10).unwrap();
