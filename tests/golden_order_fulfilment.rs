@@ -129,6 +129,42 @@ fn log_compactions_and_restarts_from_them_change_nothing() {
 }
 
 #[test]
+fn compactions_passivation_and_failures_together_change_nothing() {
+    // Every checkpoint (every 20 ms) compacts the log, passivates all but 10 instances per
+    // shard (their rows through the cursor when their keys are new, one by one when they were
+    // stored before), and shard 1 fails twice: instances whose records are in dropped chunks
+    // are passivated, reactivated and logged again in every order. The outputs are the
+    // ground truth.
+    let work = Workdir::new();
+    work.generate(29, 1_500);
+    let topology = common::example_with(&[
+        (
+            "checkpoint_interval = \"1s\"",
+            "checkpoint_interval = \"20ms\"\nmax_resident = 30",
+        ),
+        ("shards = 8", "shards = 3"),
+    ]);
+    let mut spec = work.compile(&topology);
+    spec.log_compaction_bytes = 0;
+    let options = RunOptions {
+        faults: Faults {
+            fail_shard_at: Some((1, 9_000)),
+            fail_times: 2,
+            ..Faults::default()
+        },
+        ..RunOptions::default()
+    };
+    let summary = job::run(spec, options).unwrap();
+    assert_eq!(summary.shard_restarts, 2);
+    assert!(
+        summary.counts.instances_loaded > 100,
+        "{:?}",
+        summary.counts
+    );
+    assert_matches_ground_truth(&work);
+}
+
+#[test]
 fn many_new_instances_bring_a_checkpoint_forward() {
     // Checkpoints every hour, at most 30 instances in memory: only a checkpoint passivates,
     // so with no early one every instance stays in memory to the end. With one whenever a
