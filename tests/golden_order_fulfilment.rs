@@ -107,11 +107,7 @@ fn log_compactions_and_restarts_from_them_change_nothing() {
             .sum();
         (work, summary, log_bytes)
     };
-    let faults = Faults {
-        fail_shard_at: Some((1, 9_000)),
-        fail_times: 2,
-        ..Faults::default()
-    };
+    let faults = Faults::shard_fails(1, 9_000, 2);
     let (work, summary, compacted) = run(0, faults);
     assert_eq!(summary.shard_restarts, 2);
     let (_, _, never_compacted) = run(u64::MAX, Faults::default());
@@ -147,11 +143,7 @@ fn compactions_passivation_and_failures_together_change_nothing() {
     let mut spec = work.compile(&topology);
     spec.log_compaction_bytes = 0;
     let options = RunOptions {
-        faults: Faults {
-            fail_shard_at: Some((1, 9_000)),
-            fail_times: 2,
-            ..Faults::default()
-        },
+        faults: Faults::shard_fails(1, 9_000, 2),
         ..RunOptions::default()
     };
     let summary = job::run(spec, options).unwrap();

@@ -224,11 +224,7 @@ fn a_failing_shard_actor_restarts_from_its_checkpoint_and_replays_what_came_sinc
     work.generate(8, 2_000);
     let spec = work.compile(&common::example_with(&[("shards = 8", "shards = 2")]));
     let options = RunOptions {
-        faults: Faults {
-            fail_shard_at: Some((1, 9_000)),
-            fail_times: 1,
-            ..Faults::default()
-        },
+        faults: Faults::shard_fails(1, 9_000, 1),
         ..RunOptions::default()
     };
     let summary = job::run(spec, options).unwrap();
@@ -277,11 +273,7 @@ fn a_shard_that_keeps_failing_fails_the_run_instead_of_hanging_it() {
     work.generate(8, 500);
     let spec = work.compile(&common::example_with(&[("shards = 8", "shards = 2")]));
     let options = RunOptions {
-        faults: Faults {
-            fail_shard_at: Some((0, 100)),
-            fail_times: 100,
-            ..Faults::default()
-        },
+        faults: Faults::shard_fails(0, 100, 100),
         ..RunOptions::default()
     };
     let error = job::run(spec, options).unwrap_err().to_string();

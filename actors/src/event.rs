@@ -57,12 +57,6 @@ impl std::ops::Deref for EventId {
     }
 }
 
-impl From<&str> for EventId {
-    fn from(text: &str) -> EventId {
-        EventId::new(text)
-    }
-}
-
 impl From<String> for EventId {
     fn from(text: String) -> EventId {
         EventId::new(text)

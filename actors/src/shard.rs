@@ -318,6 +318,17 @@ pub struct Faults {
     pub fail_commit: Option<u32>,
 }
 
+impl Faults {
+    /// Shard `shard` fails at its first input line at or after `line`, `times` times in a row.
+    pub fn shard_fails(shard: u32, line: u64, times: u32) -> Faults {
+        Faults {
+            fail_shard_at: Some((shard, line)),
+            fail_times: times,
+            ..Faults::default()
+        }
+    }
+}
+
 /// What a shard's state was written for. A state directory is only reused by the same job
 /// with the same shards, processes and sources (in the same order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1002,10 +1013,7 @@ impl Shard {
             .unwrap_or_default();
         self.job.sinks.restore(self.id, &marks)?;
         self.txn = Some(txn);
-        self.cache.clear();
-        self.id_filters.clear();
-        self.touched.clear();
-        self.relog.clear();
+        self.drop_resident();
         for logged in logged {
             let mut instance = Instance::decode(&self.job, logged.id.template, &logged.record)?;
             instance.stored = logged.stored;
@@ -1017,6 +1025,14 @@ impl Shard {
         }
         self.changed = false;
         Ok(())
+    }
+
+    /// Drops what the shard holds in memory of its instances (the checkpoint has them).
+    fn drop_resident(&mut self) {
+        self.cache.clear();
+        self.id_filters.clear();
+        self.touched.clear();
+        self.relog.clear();
     }
 
     fn txn(&mut self) -> &mut ShardTxn {
@@ -1761,15 +1777,14 @@ impl Shard {
     fn compact_log(&self, txn: &mut ShardTxn) -> Result<Option<u64>, StorageError> {
         let first = txn.log_first_seq();
         let mut live_in: Vec<u64> = Vec::new();
-        let mut live = 0;
         for instance in self.cache.values().filter(|i| i.logged()) {
             let at = instance.logged_seq.saturating_sub(first) as usize;
             if at >= live_in.len() {
                 live_in.resize(at + 1, 0);
             }
             live_in[at] += u64::from(instance.logged_len);
-            live += u64::from(instance.logged_len);
         }
+        let live: u64 = live_in.iter().sum();
         if txn.log_bytes() <= LOG_COMPACTION_FACTOR * live {
             return Ok(None);
         }
@@ -1897,8 +1912,7 @@ impl Supervised for Shard {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         // Drop uncommitted changes: state goes back to the last checkpoint.
         self.txn = None;
-        self.cache.clear();
-        self.id_filters.clear();
+        self.drop_resident();
     }
 }
 
@@ -1978,8 +1992,7 @@ impl Handler<Release> for Shard {
         let status = Ok(self.status());
         self.txn = None;
         self.store = None;
-        self.cache.clear();
-        self.id_filters.clear();
+        self.drop_resident();
         self.journal.clear();
         self.restarts = 0;
         status

@@ -103,7 +103,7 @@ impl ShardStore {
     pub fn begin(&self) -> Result<(ShardTxn, Vec<LoggedInstance>), StorageError> {
         let mut txn = ShardTxn::begin(self.db.clone())?;
         let log = read_log(&txn.tables().log)?;
-        (txn.log_bytes, txn.next_seq, txn.chunks) = (log.bytes, log.next_seq, log.chunks);
+        (txn.next_seq, txn.chunks) = (log.next_seq, log.chunks);
         let live = log.live;
         let mut logged = Vec::with_capacity(live.len());
         for (id, record) in live {
@@ -267,8 +267,8 @@ impl PinnedCheckpoint {
         let log = read_log(&self.0.open_table(LOG)?)?;
         Ok(ShardReader {
             txn: self.0,
+            log_bytes: log.chunks.iter().map(|&(_, bytes)| bytes).sum(),
             log: log.live,
-            log_bytes: log.bytes,
         })
     }
 }
@@ -277,8 +277,6 @@ impl PinnedCheckpoint {
 struct Log {
     /// Encoded id → latest record of each logged instance.
     live: HashMap<Vec<u8>, LoggedRecord>,
-    /// The chunks' total size.
-    bytes: u64,
     /// Each chunk's sequence number and size, in order.
     chunks: VecDeque<(u64, u64)>,
     /// The sequence number after the last chunk.
@@ -289,14 +287,12 @@ struct Log {
 fn read_log(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<Log, StorageError> {
     let mut log = Log {
         live: HashMap::default(),
-        bytes: 0,
         chunks: VecDeque::new(),
         next_seq: 0,
     };
     for entry in table.iter()? {
         let (seq, chunk) = entry?;
         let (seq, chunk) = (seq.value(), chunk.value());
-        log.bytes += chunk.len() as u64;
         log.chunks.push_back((seq, chunk.len() as u64));
         log.next_seq = seq + 1;
         log::replay(seq, chunk, &mut log.live)?;
@@ -330,8 +326,6 @@ pub struct ShardTxn {
     pending_chunks: Vec<(u64, Vec<u8>)>,
     /// The sequence number of the next log chunk.
     next_seq: u64,
-    /// Bytes in the log table, counting the chunks written in this interval.
-    log_bytes: u64,
     /// The sequence number and size of each chunk in the log, in the table or pending.
     chunks: VecDeque<(u64, u64)>,
     /// Set by [`ShardTxn::compact_log`]: chunks before this one are deleted at the commit.
@@ -440,7 +434,6 @@ impl ShardTxn {
             entry: Vec::new(),
             pending_chunks: Vec::new(),
             next_seq: 0,
-            log_bytes: 0,
             chunks: VecDeque::new(),
             drop_chunks_before: None,
             deleted_instances: HashSet::default(),
@@ -746,7 +739,8 @@ impl ShardTxn {
 
     /// Bytes in the log, counting what this interval wrote so far.
     pub fn log_bytes(&self) -> u64 {
-        self.log_bytes + self.entry.len() as u64
+        let chunks: u64 = self.chunks.iter().map(|&(_, bytes)| bytes).sum();
+        chunks + self.entry.len() as u64
     }
 
     /// The sequence number of the log's oldest chunk (of the entry being written if there is
@@ -770,9 +764,7 @@ impl ShardTxn {
     pub fn compact_log(&mut self, live_in: &[u64]) -> Result<u64, StorageError> {
         self.write_chunk()?; // every record in a chunk: the whole log can be dropped
         let dropped = log::cut(&self.chunks, live_in);
-        for (_, bytes) in self.chunks.drain(..dropped) {
-            self.log_bytes -= bytes;
-        }
+        self.chunks.drain(..dropped);
         let keep_from = self.log_first_seq();
         self.drop_chunks_before = Some(keep_from);
         Ok(keep_from)
@@ -809,7 +801,6 @@ impl ShardTxn {
         self.pending_chunks.push((self.next_seq, chunk));
         self.chunks.push_back((self.next_seq, len as u64));
         self.next_seq += 1;
-        self.log_bytes += len as u64;
         if self.pending_chunks.len() > PENDING_CHUNKS {
             self.insert_pending_chunks()?;
         }
