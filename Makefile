@@ -27,7 +27,7 @@ unit:
 
 loom:
 	RUSTFLAGS="--cfg vigil_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=$(LOOM_TARGET_DIR) \
-		$(CARGO) test -p vigil-actors --release --lib loom_
+		$(CARGO) test -p vigil-actors --profile loom --lib loom_
 
 ## The end-to-end benchmark (docs/performance.md); the criterion micro-benchmarks are
 ## `cargo bench -p vigil-benches`.

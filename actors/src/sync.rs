@@ -4,7 +4,7 @@
 //! itself and does not build with it.
 //!
 //! Run the models with `make loom`:
-//! `RUSTFLAGS="--cfg vigil_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p vigil-actors --release --lib loom_`.
+//! `RUSTFLAGS="--cfg vigil_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p vigil-actors --profile loom --lib loom_`.
 
 #[cfg(vigil_loom)]
 pub use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
