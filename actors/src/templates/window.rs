@@ -351,8 +351,21 @@ impl WindowTemplate {
         let mut sums = vec![0.0f64; self.spec.aggregates.len()];
         let mut ns = vec![0u64; self.spec.aggregates.len()];
         let mut extremes: Vec<Option<f64>> = vec![None; self.spec.aggregates.len()];
-        let mut distinct: Vec<HashSet<u64>> = vec![HashSet::default(); self.spec.aggregates.len()];
-        for pane in state.panes.range(start..end).map(|(_, p)| p) {
+        let panes = || state.panes.range(start..end).map(|(_, p)| p);
+        // Each distinct set sized once for all its panes' values: grown pane by pane, it was
+        // rehashed into new memory many times per result.
+        let mut distinct: Vec<HashSet<u64>> = (0..self.spec.aggregates.len())
+            .map(|i| {
+                let values = panes()
+                    .map(|pane| match pane.accs.get(i) {
+                        Some(Acc::Distinct(set)) => set.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                HashSet::with_capacity_and_hasher(values, Default::default())
+            })
+            .collect();
+        for pane in panes() {
             count += pane.count;
             for (i, acc) in pane.accs.iter().enumerate() {
                 match acc {
