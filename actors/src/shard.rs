@@ -525,6 +525,11 @@ impl Instance {
         self.logged_len > 0
     }
 
+    /// Its latest record is in a log chunk below `cut`, which a compaction drops.
+    fn logged_below(&self, cut: Option<u64>) -> bool {
+        self.logged() && cut.is_some_and(|cut| self.logged_seq < cut)
+    }
+
     /// The order in which instances beyond `max_resident` are passivated, lowest first:
     /// tombstones before live instances (a tombstone usually waits only for its purge timer,
     /// which deletes it from redb without reading it back; a live instance is read back for
@@ -538,18 +543,20 @@ impl Instance {
 /// A checkpoint written and not yet committed (see [`Shard::prepare_checkpoint`]).
 struct Prepared {
     txn: ShardTxn,
-    /// Instances taken out of the cache, not yet written to redb's tables.
-    passivated: Vec<Passivated>,
-    /// Their encoded ids and changed records, end to end.
-    records: Vec<u8>,
-    /// Whether it compacts the log.
-    compacted: bool,
+    /// Instances taken out of the cache, not yet encoded nor written to redb's tables: the
+    /// commit does both, off the worker thread.
+    evicted: Vec<(InstanceId, Box<Instance>)>,
+    /// How many the commit passivated.
+    passivated: usize,
+    /// The log compaction's cut, if it compacts the log: what was logged below it is gone
+    /// from the log (see [`Instance::logged_below`]).
+    compacted_below: Option<u64>,
     /// Syncing the sinks, in the commit.
     sink_sync_us: u64,
     /// On the worker thread: everything before the commit.
     prepare_us: u64,
-    /// Syncing the sinks, writing the passivated instances and committing (`sink_sync_us`
-    /// included).
+    /// Syncing the sinks, encoding and writing the passivated instances and committing
+    /// (`sink_sync_us` included).
     commit_us: u64,
 }
 
@@ -723,29 +730,32 @@ fn timer_of<'a>(id: &'a InstanceId, name: &'a str, time: Millis) -> TimerRef<'a>
 
 /// An instance passivated by a checkpoint, as [`ShardTxn::passivate`] takes it.
 struct Passivated {
-    /// Where in [`Prepared::records`] its encoded id is.
+    /// Where in the commit's buffer of records its encoded id is.
     encoded_id: std::ops::Range<usize>,
-    /// Where in [`Prepared::records`] its record is, if it changed since it was stored.
+    /// Where in that buffer its record is, if it changed since it was stored.
     record: Option<std::ops::Range<usize>>,
     logged: bool,
     timers: Timers,
 }
 
 impl Prepared {
-    /// Syncs the sinks and keeps their marks in the checkpoint, writes the passivated
-    /// instances to the instance and timer tables, then commits. The sink syncs (fsyncs, or
-    /// waits for a broker's acknowledgements) and the B-tree inserts are most of a
-    /// checkpoint's cost: the periodic checkpoint does them off the worker thread. The shard
+    /// Syncs the sinks and keeps their marks in the checkpoint, encodes the passivated
+    /// instances and writes them to the instance and timer tables, then commits. The sink
+    /// syncs (fsyncs, or waits for a broker's acknowledgements), the encoding and the B-tree
+    /// inserts are most of a checkpoint's cost: the periodic checkpoint does them off the
+    /// worker thread, which the worker's other shards would otherwise wait for. The shard
     /// emits nothing until the commit is done, so the marks are where it was when prepared.
-    fn commit(&mut self, sinks: &Sinks, shard: u32) -> Result<(), ShardError> {
+    fn commit(&mut self, job: &JobContext, shard: u32) -> Result<(), ShardError> {
         let started = Instant::now();
         // What the checkpoint covers is durable in the sinks before the checkpoint says so.
-        sinks.sync()?;
+        job.sinks.sync()?;
         self.txn
-            .put_meta("sink_marks", &codec::encode(&sinks.marks(shard)))?;
+            .put_meta("sink_marks", &codec::encode(&job.sinks.marks(shard)))?;
         self.sink_sync_us = started.elapsed().as_micros() as u64;
-        let records = &self.records;
-        let passivations: Vec<Passivation> = (self.passivated.iter())
+        let mut evicted = std::mem::take(&mut self.evicted);
+        self.passivated = evicted.len();
+        let (passivated, records) = encode_passivated(job, &mut evicted, self.compacted_below)?;
+        let passivations: Vec<Passivation> = (passivated.iter())
             .map(|instance| Passivation {
                 encoded_id: &records[instance.encoded_id.clone()],
                 record: instance.record.clone().map(|r| &records[r]),
@@ -758,6 +768,46 @@ impl Prepared {
         self.commit_us = started.elapsed().as_micros() as u64;
         Ok(())
     }
+}
+
+/// The instances a checkpoint passivates, in key order (`InstanceId`'s order is its bytes'
+/// order: they land on the same or neighbouring B-tree pages), as [`ShardTxn::passivate`]
+/// takes them: each one's encoded id, and its record if it changed since it was stored, end
+/// to end in one buffer. Their timers move out of them.
+fn encode_passivated(
+    job: &JobContext,
+    evicted: &mut [(InstanceId, Box<Instance>)],
+    compacted_below: Option<u64>,
+) -> Result<(Vec<Passivated>, Vec<u8>), ShardError> {
+    evicted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut passivated = Vec::with_capacity(evicted.len());
+    let (mut records, mut record, mut state_bytes) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, instance) in evicted.iter_mut() {
+        // The stored record (if any) is not the instance's latest.
+        let changed = instance.dirty || instance.logged();
+        if changed {
+            encode_record(job, id, instance, &mut record, &mut state_bytes)?;
+        }
+        if records.is_empty() {
+            let each = id.encoded_len() + if changed { record.len() } else { 0 };
+            records.reserve(passivated.capacity() * (each + 16));
+        }
+        let at = records.len();
+        id.encode_into(&mut records);
+        let encoded_id = at..records.len();
+        let record = changed.then(|| {
+            records.extend_from_slice(&record);
+            records.len() - record.len()..records.len()
+        });
+        passivated.push(Passivated {
+            // Nothing to forget in a dropped chunk.
+            logged: instance.logged() && !instance.logged_below(compacted_below),
+            timers: std::mem::take(&mut instance.meta.timers),
+            encoded_id,
+            record,
+        });
+    }
+    Ok((passivated, records))
 }
 
 /// What a handler call is about.
@@ -1567,7 +1617,7 @@ impl Shard {
         let Some(mut prepared) = self.prepare_checkpoint()? else {
             return Ok(());
         };
-        prepared.commit(&self.job.sinks, self.id)?;
+        prepared.commit(&self.job, self.id)?;
         self.checkpoint_committed(prepared);
         Ok(())
     }
@@ -1585,14 +1635,14 @@ impl Shard {
         };
         let fault = self.job.faults.fail_commit == Some(self.id)
             && !self.commit_fault_fired
-            && !prepared.passivated.is_empty();
+            && !prepared.evicted.is_empty();
         self.commit_fault_fired |= fault;
         let (job, shard) = (self.job.clone(), self.id);
         let commit = actix_rt::task::spawn_blocking(move || {
             if fault {
                 return Err(ShardError::Injected); // drops the transaction uncommitted
             }
-            prepared.commit(&job.sinks, shard)?;
+            prepared.commit(&job, shard)?;
             Ok(prepared)
         });
         ctx.wait(commit.into_actor(self).map(|joined, shard, ctx| {
@@ -1607,9 +1657,9 @@ impl Shard {
     }
 
     /// What a checkpoint does before its commit: logs what changed since the batches logged
-    /// it, encodes the instances to passivate and takes them out of the cache (their writes
-    /// are left to [`Prepared::commit`]), writes the metadata and syncs the sinks. Takes the
-    /// shard's transaction; `None` if nothing changed since the last checkpoint.
+    /// it, takes the instances to passivate out of the cache (their encoding and writes are
+    /// left to [`Prepared::commit`]) and writes the metadata. Takes the shard's transaction;
+    /// `None` if nothing changed since the last checkpoint.
     fn prepare_checkpoint(&mut self) -> Result<Option<Prepared>, ShardError> {
         if !self.changed {
             return Ok(None);
@@ -1624,8 +1674,7 @@ impl Shard {
         } else {
             None
         };
-        let mut passivated = Vec::new();
-        let mut records = Vec::new();
+        let mut evicted: Vec<(InstanceId, Box<Instance>)> = Vec::new();
         let record = &mut self.record;
         let state_bytes = &mut self.state_bytes;
         if idle_before.is_none() && excess == 0 && relog_below.is_none() {
@@ -1653,19 +1702,15 @@ impl Shard {
                 idle_before.is_some_and(|cutoff| i.last_used < cutoff)
                     || rank_below.is_some_and(|cutoff| i.eviction_rank() < cutoff)
             };
-            // Its latest record is in a chunk the compaction drops.
-            let dropped = |i: &Instance| {
-                i.logged() && relog_below.is_some_and(|cutoff| i.logged_seq < cutoff)
-            };
             let logged_since = &mut self.logged_since;
             let job = &self.job;
             let mut failed = None;
-            let mut evicted: Vec<(InstanceId, Box<Instance>)> = Vec::with_capacity(excess);
+            evicted.reserve(excess);
             evicted.extend(self.cache.extract_if(|id, instance| {
                 if evict(instance) {
                     return true;
                 }
-                if failed.is_none() && (instance.dirty || dropped(instance)) {
+                if failed.is_none() && (instance.dirty || instance.logged_below(relog_below)) {
                     *logged_since += u64::from(instance.dirty);
                     let logged = encode_record(job, id, instance, record, state_bytes)
                         .map_err(ShardError::from)
@@ -1676,37 +1721,6 @@ impl Shard {
             }));
             if let Some(error) = failed {
                 return Err(error);
-            }
-            // In key order (`InstanceId`'s order is its bytes' order): passivated instances
-            // land on the same or neighbouring B-tree pages.
-            evicted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            passivated.reserve_exact(evicted.len());
-            for (id, instance) in evicted {
-                // The stored record (if any) is not the instance's latest.
-                let changed = instance.dirty || instance.logged();
-                if changed {
-                    encode_record(&self.job, &id, &instance, record, state_bytes)?;
-                }
-                if records.is_empty() {
-                    let each = id.encoded_len() + if changed { record.len() } else { 0 };
-                    records.reserve(passivated.capacity() * (each + 16));
-                }
-                // The id, encoded here where the sort has just read its key (the commit
-                // thread would read it from memory again).
-                let at = records.len();
-                id.encode_into(&mut records);
-                let encoded_id = at..records.len();
-                let record = changed.then(|| {
-                    records.extend_from_slice(record);
-                    records.len() - record.len()..records.len()
-                });
-                passivated.push(Passivated {
-                    // Nothing to forget in a dropped chunk.
-                    logged: instance.logged() && !dropped(&instance),
-                    timers: instance.meta.timers,
-                    encoded_id,
-                    record,
-                });
             }
         }
         if let Some(position) = &self.position {
@@ -1721,9 +1735,9 @@ impl Shard {
         }
         Ok(Some(Prepared {
             txn,
-            passivated,
-            records,
-            compacted: relog_below.is_some(),
+            evicted,
+            passivated: 0,
+            compacted_below: relog_below,
             prepare_us: started.elapsed().as_micros() as u64,
             sink_sync_us: 0,
             commit_us: 0,
@@ -1738,8 +1752,8 @@ impl Shard {
             target: "vigil::checkpoint",
             shard = self.id,
             logged = std::mem::take(&mut self.logged_since),
-            passivated = prepared.passivated.len(),
-            compacted = prepared.compacted,
+            passivated = prepared.passivated,
+            compacted = prepared.compacted_below.is_some(),
             log_bytes = prepared.txn.log_bytes(),
             sink_sync_us = prepared.sink_sync_us,
             prepare_us = prepared.prepare_us,
