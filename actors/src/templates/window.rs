@@ -354,16 +354,16 @@ impl WindowTemplate {
         let panes = || state.panes.range(start..end).map(|(_, p)| p);
         // Each distinct set sized once for all its panes' values: grown pane by pane, it was
         // rehashed into new memory many times per result.
-        let mut distinct: Vec<HashSet<u64>> = (0..self.spec.aggregates.len())
-            .map(|i| {
-                let values = panes()
-                    .map(|pane| match pane.accs.get(i) {
-                        Some(Acc::Distinct(set)) => set.len(),
-                        _ => 0,
-                    })
-                    .sum();
-                HashSet::with_capacity_and_hasher(values, Default::default())
-            })
+        let mut values = vec![0usize; self.spec.aggregates.len()];
+        for pane in panes() {
+            for (i, acc) in pane.accs.iter().enumerate() {
+                if let Acc::Distinct(set) = acc {
+                    values[i] += set.len();
+                }
+            }
+        }
+        let mut distinct: Vec<HashSet<u64>> = (values.iter())
+            .map(|&n| HashSet::with_capacity_and_hasher(n, Default::default()))
             .collect();
         for pane in panes() {
             count += pane.count;
