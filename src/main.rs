@@ -43,9 +43,9 @@ fn tune_allocator() {
     }
     // Transparent huge pages off for the process, unless `MIMALLOC_ALLOW_THP` says otherwise.
     // The first touch of a huge page zeroes 2 MiB at once on the thread that touches it, which
-    // took milliseconds at a time on a shard's thread as its instances grew: latency p99 9.2 to
-    // 22.4 ms against 2.3 to 4.8 ms without, in alternating runs (docs/performance.md), and
-    // about 100 MiB more peak memory.
+    // took milliseconds at a time on a shard's thread as its instances grew: latency p99 6.75
+    // to 15.34 ms against 1.87 to 3.47 ms without, in alternating runs (docs/performance.md),
+    // and about 100 MiB more peak memory.
     #[cfg(target_os = "linux")]
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
         // SAFETY: this prctl takes no pointers; it sets a flag of the process, which the kernel

@@ -1669,7 +1669,7 @@ impl Shard {
         let (idle_before, excess) = self.eviction_cutoffs();
         // The log has grown well past what is live in it: its oldest chunks are dropped, and
         // the instances whose records were in them are logged again.
-        let relog_below = if txn.log_bytes() > self.job.log_compaction_bytes {
+        let compacted_below = if txn.log_bytes() > self.job.log_compaction_bytes {
             self.compact_log(&mut txn)?
         } else {
             None
@@ -1677,7 +1677,7 @@ impl Shard {
         let mut evicted: Vec<(InstanceId, Box<Instance>)> = Vec::new();
         let record = &mut self.record;
         let state_bytes = &mut self.state_bytes;
-        if idle_before.is_none() && excess == 0 && relog_below.is_none() {
+        if idle_before.is_none() && excess == 0 && compacted_below.is_none() {
             // Nothing to passivate or write again: only the instances in `relog` changed since
             // a batch logged them.
             for id in self.relog.drain(..) {
@@ -1710,7 +1710,7 @@ impl Shard {
                 if evict(instance) {
                     return true;
                 }
-                if failed.is_none() && (instance.dirty || instance.logged_below(relog_below)) {
+                if failed.is_none() && (instance.dirty || instance.logged_below(compacted_below)) {
                     *logged_since += u64::from(instance.dirty);
                     let logged = encode_record(job, id, instance, record, state_bytes)
                         .map_err(ShardError::from)
@@ -1737,7 +1737,7 @@ impl Shard {
             txn,
             evicted,
             passivated: 0,
-            compacted_below: relog_below,
+            compacted_below,
             prepare_us: started.elapsed().as_micros() as u64,
             sink_sync_us: 0,
             commit_us: 0,

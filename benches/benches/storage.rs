@@ -13,11 +13,25 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use redb::ReadableTable;
 use vigil_actors::templates::process::ProcessState;
 use vigil_benches::{example_spec, open_order, shop_lines, InstanceRecord};
-use vigil_storage::{codec, InstanceId, Passivation, ShardStore, ShardTxn, TimerKey};
+use vigil_storage::{codec, InstanceId, Passivation, ShardStore, ShardTxn, TimerKey, TimerName};
 
 /// An instance id shaped like the example's (the `order` process, an order number).
 fn order_id(i: u64) -> InstanceId {
     InstanceId::new(0, format!("ORD-{:010}", 1_000_000 + i))
+}
+
+/// An instance to passivate that the log does not hold.
+fn unlogged<'a>(
+    encoded_id: &'a [u8],
+    record: Option<&'a [u8]>,
+    timers: &'a [(TimerName, i64)],
+) -> Passivation<'a> {
+    Passivation {
+        encoded_id,
+        record,
+        logged: false,
+        timers,
+    }
 }
 
 /// Raw redb with the shard's table layout, for the ceilings: what the same work costs with each
@@ -113,12 +127,7 @@ fn bench_checkpoint(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("put_commit", n), &encoded, |b, encoded| {
             b.iter(|| {
                 let batch: Vec<Passivation> = (encoded.iter())
-                    .map(|id| Passivation {
-                        encoded_id: id,
-                        record: Some(bytes),
-                        logged: false,
-                        timers: &[],
-                    })
+                    .map(|id| unlogged(id, Some(bytes), &[]))
                     .collect();
                 txn.passivate(&batch).unwrap();
                 txn.put_meta("position", &codec::encode(&42u64)).unwrap();
@@ -189,13 +198,8 @@ fn bench_timers(c: &mut Criterion) {
     for i in 0..PENDING_TIMERS {
         let timer = sla_timer(i as i64 * 1_000, i);
         let timers = [(timer.name.as_str().into(), timer.time)];
-        txn.passivate(&[Passivation {
-            encoded_id: &order_id(i).encode(),
-            record: None,
-            logged: false,
-            timers: &timers,
-        }])
-        .unwrap();
+        txn.passivate(&[unlogged(&order_id(i).encode(), None, &timers)])
+            .unwrap();
     }
     txn.commit().unwrap();
     drop(txn);
@@ -289,13 +293,8 @@ fn bench_activation(c: &mut Criterion) {
     let store = ShardStore::open(&dir.path().join("activation.redb")).unwrap();
     let (mut txn, _) = store.begin().unwrap();
     for i in 0..INSTANCES {
-        txn.passivate(&[Passivation {
-            encoded_id: &order_id(i).encode(),
-            record: Some(bytes),
-            logged: false,
-            timers: &[],
-        }])
-        .unwrap();
+        txn.passivate(&[unlogged(&order_id(i).encode(), Some(bytes), &[])])
+            .unwrap();
     }
     txn.commit().unwrap();
     drop(txn);

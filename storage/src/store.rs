@@ -354,8 +354,8 @@ fn above(bound: &Option<Vec<u8>>, encoded: &[u8]) -> bool {
 
 /// An instance for [`ShardTxn::passivate`].
 pub struct Passivation<'a> {
-    /// Its id as [`InstanceId::encode_into`] writes it (the shard encodes the ids it
-    /// passivates while they are in its cache, next to their records).
+    /// Its id as [`InstanceId::encode_into`] writes it (the caller encodes the ids next to
+    /// their records, just after sorting them has read their keys).
     pub encoded_id: &'a [u8],
     /// Its record, if it changed since it was stored.
     pub record: Option<&'a [u8]>,
