@@ -375,9 +375,9 @@ pub type Garbage = Box<dyn Send>;
 /// A sender whose garbage is freed on a thread of its own. Freeing a second's worth of parsed
 /// events (many small allocations) took 8 % of the worker thread, inside the checkpoint, where
 /// it held up every shard on that thread; freeing the instances a checkpoint passivates took
-/// 3–8 ms of its commit (8 200 instances), which the shard waits for. The thread ends when every sender is
-/// dropped. If it cannot be started, the receiver is dropped with it, sends fail, and each
-/// checkpoint frees its garbage itself.
+/// 2–8 ms of its commit (8 200 instances), which the shard waits for. The thread ends when
+/// every sender is dropped. If it cannot be started, the receiver is dropped with it, sends
+/// fail, and each checkpoint frees its garbage itself.
 pub fn dispose_on_own_thread() -> Sender<Garbage> {
     let (sender, garbage) = std::sync::mpsc::channel::<Garbage>();
     let _ = std::thread::Builder::new()
