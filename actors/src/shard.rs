@@ -2069,6 +2069,32 @@ impl Handler<Snapshot> for Shard {
 mod tests {
     use super::*;
 
+    /// Garbage handed to the disposal is dropped on the `vigil-free` thread, which yields to
+    /// the others (nice 10 or more), not on the thread that handed it over.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn garbage_is_freed_on_the_low_priority_freeing_thread() {
+        struct Probe(std::sync::mpsc::Sender<(Option<String>, i32)>);
+        impl Drop for Probe {
+            fn drop(&mut self) {
+                let thread = std::thread::current().name().map(str::to_owned);
+                // SAFETY: a plain system call; `who` 0 is the calling thread on Linux.
+                let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+                let _ = self.0.send((thread, nice));
+            }
+        }
+        let (dropped, on) = std::sync::mpsc::channel();
+        let disposal = dispose_on_own_thread();
+        disposal
+            .send(Box::new(Probe(dropped)))
+            .expect("the freeing thread runs");
+        let (thread, nice) = on
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("dropped");
+        assert_eq!(thread.as_deref(), Some("vigil-free"));
+        assert!(nice >= 10, "nice {nice}");
+    }
+
     /// An id is kept for at least the retention of watermark after it came, in two
     /// generations; the older goes when the current one is older than the retention.
     #[test]
