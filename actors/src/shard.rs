@@ -573,7 +573,7 @@ struct Prepared {
     /// Instances taken out of the cache, not yet encoded nor written to redb's tables: the
     /// commit does both, off the worker thread.
     evicted: Vec<(InstanceId, Box<Instance>)>,
-    /// How many the commit passivated.
+    /// How many it passivates (for the log line: the commit hands them to `vigil-free`).
     passivated: usize,
     /// The log compaction's cut, if it compacts the log: what was logged below it is gone
     /// from the log (see [`Instance::logged_below`]).
@@ -780,7 +780,6 @@ impl Prepared {
             .put_meta("sink_marks", &codec::encode(&job.sinks.marks(shard)))?;
         self.sink_sync_us = started.elapsed().as_micros() as u64;
         let mut evicted = std::mem::take(&mut self.evicted);
-        self.passivated = evicted.len();
         let (passivated, records) = encode_passivated(job, &mut evicted, self.compacted_below)?;
         let passivations: Vec<Passivation> = (passivated.iter())
             .map(|instance| Passivation {
@@ -1765,8 +1764,8 @@ impl Shard {
         }
         Ok(Some(Prepared {
             txn,
+            passivated: evicted.len(),
             evicted,
-            passivated: 0,
             compacted_below,
             prepare_us: started.elapsed().as_micros() as u64,
             sink_sync_us: 0,
