@@ -19,6 +19,7 @@ pub mod gate;
 pub mod hash;
 pub mod job;
 pub mod payload;
+pub mod prefetch;
 pub mod record;
 pub mod registry;
 pub mod shard;

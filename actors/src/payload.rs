@@ -15,6 +15,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
+use crate::prefetch::prefetch_lines;
 use crate::spec::FieldPath;
 
 /// A JSON object: the text it was decoded from and the fields `derive` rules added.
@@ -93,6 +94,12 @@ impl Payload {
     /// The text the payload was decoded from (without derived fields).
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// Asks the CPU to load the text and the field table, which [`Payload::get`] reads.
+    pub fn prefetch(&self) {
+        prefetch_lines(self.text.as_ptr(), self.text.len());
+        prefetch_lines(self.fields.as_ptr(), size_of_val(&*self.fields));
     }
 
     /// A top-level field; with a name used twice, the last (as in a `serde_json::Value`).

@@ -8,7 +8,7 @@
 //! timers at the same places and produces the same records with the same sequence numbers.
 
 use foldhash::HashMap;
-use std::collections::hash_map::Entry;
+use hashbrown::hash_map::Entry;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -27,6 +27,7 @@ use vigil_storage::{
 
 use crate::event::{DeadLetter, Event, EventId, Reason};
 use crate::gate::Gate;
+use crate::prefetch::{prefetch, prefetch_lines};
 use crate::record::Record;
 use crate::sink::Sinks;
 use crate::source::Cursor;
@@ -164,6 +165,17 @@ impl Item {
         match self {
             Item::Event { event, .. } => event.seq,
             Item::Unrouted { seq, .. } | Item::DeadLetter { seq, .. } => *seq,
+        }
+    }
+
+    /// The instance an event item is for.
+    fn id(&self) -> Option<IdRef<'_>> {
+        match self {
+            Item::Event { template, key, .. } => Some(IdRef {
+                template: *template,
+                key,
+            }),
+            Item::Unrouted { .. } | Item::DeadLetter { .. } => None,
         }
     }
 
@@ -630,29 +642,39 @@ impl SeenIds {
 }
 
 /// Asks the CPU to load, while item `i` is handled, what the items after it will read first:
-/// the event and key of item `i + 4`, and the text of item `i + 2`'s event (its header, asked
-/// for two items before, is there by then). The reader thread wrote all of it on the other core;
-/// read when its item's turn comes, each was a cache miss on the shard thread.
+/// the event and key of item `i + 4`, and the text and field table of item `i + 2`'s event (its
+/// header, asked for two items before, is there by then). The reader thread wrote all of it on
+/// the other core; read when its item's turn comes, each was a cache miss on the shard thread.
 fn prefetch_ahead(items: &[Item], i: usize) {
     if let Some(Item::Event { event, key, .. }) = items.get(i + 4) {
         prefetch(Arc::as_ptr(event));
         prefetch(Arc::as_ptr(key).cast::<u8>());
     }
     if let Some(Item::Event { event, .. }) = items.get(i + 2) {
-        prefetch(event.payload.text().as_ptr());
+        // Once per event, not per route.
+        let same =
+            |item: &Item| matches!(item, Item::Event { event: e, .. } if Arc::ptr_eq(e, event));
+        if !items.get(i + 1).is_some_and(same) {
+            event.payload.prefetch();
+        }
     }
 }
 
-/// A hint to load the cache line at `address`; nothing else happens, whatever the address.
-fn prefetch<T>(address: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `prefetcht0` reads nothing into a register and never faults, whatever the
-    // address; `sse` is in every x86-64 CPU.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast());
+/// Deliveries whose instances [`Shard::prefetch_instances`] looks up at a time.
+const LOOKAHEAD: usize = 8;
+
+/// An [`InstanceId`] borrowed from an item, to look it up without counting a reference to
+/// the key. Hashes as the id does (the derived `Hash` of the same fields in the same order).
+#[derive(Hash)]
+struct IdRef<'a> {
+    template: u16,
+    key: &'a str,
+}
+
+impl hashbrown::Equivalent<InstanceId> for IdRef<'_> {
+    fn equivalent(&self, id: &InstanceId) -> bool {
+        self.template == id.template && self.key == &*id.key
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = address;
 }
 
 /// A Bloom filter over the event ids of an instance that has many (two bits of 8 192 an id,
@@ -941,8 +963,9 @@ pub struct Shard {
     store: Option<ShardStore>,
     txn: Option<ShardTxn>,
     /// Boxed: the table holds 32 bytes per instance, not 200, so it grows (new pages, rehashes)
-    /// and is passed over (eviction) in a sixth of the memory.
-    cache: HashMap<InstanceId, Box<Instance>>,
+    /// and is passed over (eviction) in a sixth of the memory. A `hashbrown` map for look-ups
+    /// by a borrowed id ([`IdRef`]), which std's maps do not offer.
+    cache: hashbrown::HashMap<InstanceId, Box<Instance>, foldhash::fast::RandomState>,
     /// Filters over the ids of resident instances with many (see [`IdFilter`]); emptied at
     /// each checkpoint, made again as those instances take ids.
     id_filters: HashMap<InstanceId, IdFilter>,
@@ -1003,7 +1026,7 @@ impl Shard {
             id,
             store: None,
             txn: None,
-            cache: HashMap::default(),
+            cache: hashbrown::HashMap::default(),
             id_filters: HashMap::default(),
             touched: Vec::new(),
             relog: Vec::new(),
@@ -1187,6 +1210,7 @@ impl Shard {
         // itself carries no new line, only a newer watermark (the source was idle).
         for (i, item) in batch.items.iter().enumerate() {
             prefetch_ahead(&batch.items, i);
+            self.prefetch_instances(&batch.items, i, Item::id);
             if item.seq() < done {
                 continue;
             }
@@ -1273,6 +1297,37 @@ impl Shard {
             self.traceparent.as_deref(),
         )?;
         Ok(())
+    }
+
+    /// Called at position `i` of a list of deliveries (a batch's items, the timers due): at
+    /// every [`LOOKAHEAD`]-th one, looks up the instances of the deliveries one and two groups
+    /// ahead and asks the CPU to load them, the instance for the farther group, its state for
+    /// the nearer (whose instance was asked for a group before). The look-ups run back to back,
+    /// so their cache misses (the table's slot, the key, the instance) overlap instead of
+    /// coming one per delivery, and a delivery finds its instance and state loaded.
+    fn prefetch_instances<'a, T>(
+        &self,
+        list: &'a [T],
+        i: usize,
+        id: impl Fn(&'a T) -> Option<IdRef<'a>>,
+    ) {
+        if !i.is_multiple_of(LOOKAHEAD) {
+            return;
+        }
+        let group = |n: usize| {
+            let from = (i + n * LOOKAHEAD).min(list.len());
+            list[from..].iter().take(LOOKAHEAD).filter_map(&id)
+        };
+        for id in group(2) {
+            if let Some(instance) = self.cache.get(&id) {
+                prefetch_lines(&**instance as *const Instance, size_of::<Instance>());
+            }
+        }
+        for id in group(1) {
+            if let Some(state) = self.cache.get(&id).and_then(|i| i.state.as_ref()) {
+                prefetch_lines(&**state as *const (dyn std::any::Any + Send), 128);
+            }
+        }
     }
 
     /// Loads an instance into the cache: from the cache, from redb, or new. (One lookup in
@@ -1570,15 +1625,15 @@ impl Shard {
         while self.next_timer.is_some_and(|next| next <= watermark) {
             let due = self.txn().due_timers(watermark, 256)?;
             self.next_timer = due.next;
-            for timer in due.timers {
-                self.txn().remove_timer(&timer)?;
+            for timer in &due.timers {
+                self.txn().remove_timer(timer)?;
                 self.fire(timer)?;
             }
         }
         Ok(())
     }
 
-    fn fire(&mut self, timer: TimerKey) -> Result<(), ShardError> {
+    fn fire(&mut self, timer: &TimerKey) -> Result<(), ShardError> {
         let id = InstanceId::new(timer.template, timer.key.clone());
         if timer.name == PURGE_TIMER {
             // A tombstone's purge (only a tombstone has this timer): deleted without being
@@ -2067,6 +2122,42 @@ impl Handler<Snapshot> for Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The look-ahead finds instances by a borrowed id: it must hash and compare as the id
+    /// does, or it would find nothing (and prefetch nothing) without any error.
+    #[test]
+    fn a_borrowed_id_finds_the_instance_of_its_id() {
+        let mut cache: hashbrown::HashMap<InstanceId, u32, foldhash::fast::RandomState> =
+            hashbrown::HashMap::default();
+        for (n, key) in ["ORD-1", "ORD-2", "", "ü-7"].iter().enumerate() {
+            for template in 0..3u16 {
+                cache.insert(
+                    InstanceId::new(template, *key),
+                    n as u32 * 3 + template as u32,
+                );
+            }
+        }
+        for (n, key) in ["ORD-1", "ORD-2", "", "ü-7"].iter().enumerate() {
+            for template in 0..3u16 {
+                let id = IdRef { template, key };
+                assert_eq!(cache.get(&id), Some(&(n as u32 * 3 + template as u32)));
+            }
+        }
+        assert_eq!(
+            cache.get(&IdRef {
+                template: 3,
+                key: "ORD-1"
+            }),
+            None
+        );
+        assert_eq!(
+            cache.get(&IdRef {
+                template: 0,
+                key: "ORD-3"
+            }),
+            None
+        );
+    }
 
     /// Garbage handed to the disposal is dropped on the `vigil-free` thread, which yields to
     /// the others (nice 10 or more), not on the thread that handed it over.
