@@ -661,7 +661,7 @@ fn prefetch_ahead(items: &[Item], i: usize) {
 }
 
 /// Deliveries whose instances [`Shard::prefetch_instances`] looks up at a time.
-const LOOKAHEAD: usize = 8;
+const LOOKAHEAD: usize = 16;
 
 /// An [`InstanceId`] borrowed from an item, to look it up without counting a reference to
 /// the key. Hashes as the id does (the derived `Hash` of the same fields in the same order).
