@@ -671,6 +671,15 @@ struct IdRef<'a> {
     key: &'a str,
 }
 
+impl IdRef<'_> {
+    fn of(id: &InstanceId) -> IdRef<'_> {
+        IdRef {
+            template: id.template,
+            key: &id.key,
+        }
+    }
+}
+
 impl hashbrown::Equivalent<InstanceId> for IdRef<'_> {
     fn equivalent(&self, id: &InstanceId) -> bool {
         self.template == id.template && self.key == &*id.key
@@ -1299,12 +1308,12 @@ impl Shard {
         Ok(())
     }
 
-    /// Called at position `i` of a list of deliveries (a batch's items, the timers due): at
-    /// every [`LOOKAHEAD`]-th one, looks up the instances of the deliveries one and two groups
-    /// ahead and asks the CPU to load them, the instance for the farther group, its state for
-    /// the nearer (whose instance was asked for a group before). The look-ups run back to back,
-    /// so their cache misses (the table's slot, the key, the instance) overlap instead of
-    /// coming one per delivery, and a delivery finds its instance and state loaded.
+    /// Called at position `i` of a list of instances to handle in turn (a batch's items, those
+    /// a checkpoint logs again): at every [`LOOKAHEAD`]-th one, looks up the instances one and
+    /// two groups ahead and asks the CPU to load them, the instance for the farther group, its
+    /// state for the nearer (whose instance was asked for a group before). The look-ups run
+    /// back to back, so their cache misses (the table's slot, the key, the instance) overlap
+    /// instead of coming one at a time, and each instance is loaded when its turn comes.
     fn prefetch_instances<'a, T>(
         &self,
         list: &'a [T],
@@ -1764,14 +1773,24 @@ impl Shard {
         if idle_before.is_none() && excess == 0 && compacted_below.is_none() {
             // Nothing to passivate or write again: only the instances in `relog` changed since
             // a batch logged them.
-            for id in self.relog.drain(..) {
-                let Some(instance) = self.cache.get_mut(&id).filter(|i| i.dirty) else {
+            let mut relog = std::mem::take(&mut self.relog);
+            for (i, id) in relog.iter().enumerate() {
+                self.prefetch_instances(&relog, i, |id| Some(IdRef::of(id)));
+                let Some(instance) = self.cache.get_mut(id).filter(|i| i.dirty) else {
                     continue; // named twice, or ended since
                 };
                 self.logged_since += 1;
-                encode_record(&self.job, &id, instance, record, state_bytes)?;
-                log_instance(&mut txn, &id, instance, record)?;
+                encode_record(
+                    &self.job,
+                    id,
+                    instance,
+                    &mut self.record,
+                    &mut self.state_bytes,
+                )?;
+                log_instance(&mut txn, id, instance, &self.record)?;
             }
+            relog.clear();
+            self.relog = relog;
         } else {
             // The cutoff by rank first (a pass over the cache's table, reading two fields of
             // each), then one more pass that takes the instances chosen out of the cache
