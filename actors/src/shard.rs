@@ -660,7 +660,38 @@ fn prefetch_ahead(items: &[Item], i: usize) {
     }
 }
 
-/// Deliveries whose instances [`Shard::prefetch_instances`] looks up at a time.
+/// Called at position `i` of a list of instances to handle in turn (a batch's items, those
+/// it changed, those a checkpoint logs again): at every [`LOOKAHEAD`]-th one, looks up the instances one and
+/// two groups ahead and asks the CPU to load them, the instance for the farther group, its
+/// state for the nearer (whose instance was asked for a group before). The look-ups run
+/// back to back, so their cache misses (the table's slot, the key, the instance) overlap
+/// instead of coming one at a time, and each instance is loaded when its turn comes.
+fn prefetch_instances<'a, T>(
+    cache: &InstanceCache,
+    list: &'a [T],
+    i: usize,
+    id: impl Fn(&'a T) -> Option<IdRef<'a>>,
+) {
+    if !i.is_multiple_of(LOOKAHEAD) {
+        return;
+    }
+    let group = |n: usize| {
+        let from = (i + n * LOOKAHEAD).min(list.len());
+        list[from..].iter().take(LOOKAHEAD).filter_map(&id)
+    };
+    for id in group(2) {
+        if let Some(instance) = cache.get(&id) {
+            prefetch_lines(&**instance as *const Instance, size_of::<Instance>());
+        }
+    }
+    for id in group(1) {
+        if let Some(state) = cache.get(&id).and_then(|i| i.state.as_ref()) {
+            prefetch_lines(&**state as *const (dyn std::any::Any + Send), 128);
+        }
+    }
+}
+
+/// Instances [`prefetch_instances`] looks up at a time.
 const LOOKAHEAD: usize = 16;
 
 /// An [`InstanceId`] borrowed from an item, to look it up without counting a reference to
@@ -966,6 +997,9 @@ impl HandlerCall<'_> {
     }
 }
 
+/// The resident instances by id.
+type InstanceCache = hashbrown::HashMap<InstanceId, Box<Instance>, foldhash::fast::RandomState>;
+
 pub struct Shard {
     id: u32,
     job: Arc<JobContext>,
@@ -974,7 +1008,7 @@ pub struct Shard {
     /// Boxed: the table holds 32 bytes per instance, not 200, so it grows (new pages, rehashes)
     /// and is passed over (eviction) in a sixth of the memory. A `hashbrown` map for look-ups
     /// by a borrowed id ([`IdRef`]), which std's maps do not offer.
-    cache: hashbrown::HashMap<InstanceId, Box<Instance>, foldhash::fast::RandomState>,
+    cache: InstanceCache,
     /// Filters over the ids of resident instances with many (see [`IdFilter`]); emptied at
     /// each checkpoint, made again as those instances take ids.
     id_filters: HashMap<InstanceId, IdFilter>,
@@ -1035,7 +1069,7 @@ impl Shard {
             id,
             store: None,
             txn: None,
-            cache: hashbrown::HashMap::default(),
+            cache: InstanceCache::default(),
             id_filters: HashMap::default(),
             touched: Vec::new(),
             relog: Vec::new(),
@@ -1219,7 +1253,7 @@ impl Shard {
         // itself carries no new line, only a newer watermark (the source was idle).
         for (i, item) in batch.items.iter().enumerate() {
             prefetch_ahead(&batch.items, i);
-            self.prefetch_instances(&batch.items, i, Item::id);
+            prefetch_instances(&self.cache, &batch.items, i, Item::id);
             if item.seq() < done {
                 continue;
             }
@@ -1274,8 +1308,11 @@ impl Shard {
         let txn = self.txn.as_mut().expect("recovered");
         let mut record = std::mem::take(&mut self.record);
         let state_bytes = &mut self.state_bytes;
-        for id in self.touched.drain(..) {
-            let Some(instance) = self.cache.get_mut(&id) else {
+        let mut touched = std::mem::take(&mut self.touched);
+        for i in 0..touched.len() {
+            prefetch_instances(&self.cache, &touched, i, |id| Some(IdRef::of(id)));
+            let id = &touched[i];
+            let Some(instance) = self.cache.get_mut(id) else {
                 continue; // ended since
             };
             instance.touched = false;
@@ -1283,14 +1320,16 @@ impl Shard {
                 continue;
             }
             if instance.logged_in == self.interval {
-                self.relog.push(id);
+                self.relog.push(id.clone());
                 continue;
             }
             instance.logged_in = self.interval;
-            encode_record(&self.job, &id, instance, &mut record, state_bytes)?;
-            log_instance(txn, &id, instance, &record)?;
+            encode_record(&self.job, id, instance, &mut record, state_bytes)?;
+            log_instance(txn, id, instance, &record)?;
             self.logged_since += 1;
         }
+        touched.clear();
+        self.touched = touched;
         self.record = record;
         Ok(())
     }
@@ -1306,37 +1345,6 @@ impl Shard {
             self.traceparent.as_deref(),
         )?;
         Ok(())
-    }
-
-    /// Called at position `i` of a list of instances to handle in turn (a batch's items, those
-    /// a checkpoint logs again): at every [`LOOKAHEAD`]-th one, looks up the instances one and
-    /// two groups ahead and asks the CPU to load them, the instance for the farther group, its
-    /// state for the nearer (whose instance was asked for a group before). The look-ups run
-    /// back to back, so their cache misses (the table's slot, the key, the instance) overlap
-    /// instead of coming one at a time, and each instance is loaded when its turn comes.
-    fn prefetch_instances<'a, T>(
-        &self,
-        list: &'a [T],
-        i: usize,
-        id: impl Fn(&'a T) -> Option<IdRef<'a>>,
-    ) {
-        if !i.is_multiple_of(LOOKAHEAD) {
-            return;
-        }
-        let group = |n: usize| {
-            let from = (i + n * LOOKAHEAD).min(list.len());
-            list[from..].iter().take(LOOKAHEAD).filter_map(&id)
-        };
-        for id in group(2) {
-            if let Some(instance) = self.cache.get(&id) {
-                prefetch_lines(&**instance as *const Instance, size_of::<Instance>());
-            }
-        }
-        for id in group(1) {
-            if let Some(state) = self.cache.get(&id).and_then(|i| i.state.as_ref()) {
-                prefetch_lines(&**state as *const (dyn std::any::Any + Send), 128);
-            }
-        }
     }
 
     /// Loads an instance into the cache: from the cache, from redb, or new. (One lookup in
@@ -1775,7 +1783,7 @@ impl Shard {
             // a batch logged them.
             let mut relog = std::mem::take(&mut self.relog);
             for (i, id) in relog.iter().enumerate() {
-                self.prefetch_instances(&relog, i, |id| Some(IdRef::of(id)));
+                prefetch_instances(&self.cache, &relog, i, |id| Some(IdRef::of(id)));
                 let Some(instance) = self.cache.get_mut(id).filter(|i| i.dirty) else {
                     continue; // named twice, or ended since
                 };
