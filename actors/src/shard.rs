@@ -1805,10 +1805,29 @@ impl Shard {
             // without looking each up again, and logs the others that changed. It finds what
             // `relog` names.
             self.relog.clear();
+            // Where each instance is, in the table's order, which both passes follow: each
+            // asks for the instance [`LOOKAHEAD`] ahead of the one it reads (the addresses only
+            // steer the CPU's loads; nothing reads through them).
+            let addresses: Vec<*const Instance> = self
+                .cache
+                .values()
+                .map(|i| &**i as *const Instance)
+                .collect();
+            let prefetch_ahead_of = |at: usize| {
+                if let Some(&ahead) = addresses.get(at + LOOKAHEAD) {
+                    prefetch_lines(ahead, size_of::<Instance>());
+                }
+            };
             let rank_below = (excess > 0).then(|| {
-                let mut ranks: Vec<u64> = self.cache.values().map(|i| i.eviction_rank()).collect();
+                let mut ranks: Vec<u64> = (self.cache.values().enumerate())
+                    .map(|(at, i)| {
+                        prefetch_ahead_of(at);
+                        i.eviction_rank()
+                    })
+                    .collect();
                 *ranks.select_nth_unstable(excess).1
             });
+            let mut at = 0;
             let evict = |i: &Instance| {
                 idle_before.is_some_and(|cutoff| i.last_used < cutoff)
                     || rank_below.is_some_and(|cutoff| i.eviction_rank() < cutoff)
@@ -1818,6 +1837,8 @@ impl Shard {
             let mut failed = None;
             evicted.reserve(excess);
             evicted.extend(self.cache.extract_if(|id, instance| {
+                prefetch_ahead_of(at);
+                at += 1;
                 if evict(instance) {
                     return true;
                 }
