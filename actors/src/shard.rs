@@ -873,7 +873,19 @@ fn encode_passivated(
     evicted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut passivated = Vec::with_capacity(evicted.len());
     let (mut records, mut record, mut state_bytes) = (Vec::new(), Vec::new(), Vec::new());
-    for (id, instance) in evicted.iter_mut() {
+    for at in 0..evicted.len() {
+        // Asks for the instance two groups ahead and for the state of the one a group ahead
+        // (its instance asked for a group before).
+        if let Some((_, ahead)) = evicted.get(at + 2 * LOOKAHEAD) {
+            prefetch_lines(&**ahead as *const Instance, size_of::<Instance>());
+        }
+        if let Some(state) = evicted
+            .get(at + LOOKAHEAD)
+            .and_then(|(_, i)| i.state.as_ref())
+        {
+            prefetch_lines(&**state as *const (dyn std::any::Any + Send), 128);
+        }
+        let (id, instance) = &mut evicted[at];
         // The stored record (if any) is not the instance's latest.
         let changed = instance.dirty || instance.logged();
         if changed {
