@@ -660,12 +660,13 @@ fn prefetch_ahead(items: &[Item], i: usize) {
     }
 }
 
-/// Called at position `i` of a list of instances to handle in turn (a batch's items, those
-/// it changed, those a checkpoint logs again): at every [`LOOKAHEAD`]-th one, looks up the instances one and
-/// two groups ahead and asks the CPU to load them, the instance for the farther group, its
-/// state for the nearer (whose instance was asked for a group before). The look-ups run
-/// back to back, so their cache misses (the table's slot, the key, the instance) overlap
-/// instead of coming one at a time, and each instance is loaded when its turn comes.
+/// Called at position `i` of a list of instances to handle in turn (a batch's items, the
+/// instances it changed, those a checkpoint logs again): at every [`LOOKAHEAD`]-th one, looks
+/// up the instances one and two groups ahead and asks the CPU to load them, the instance for
+/// the farther group, its state for the nearer (whose instance was asked for a group before).
+/// The look-ups run back to back, so their cache misses (the table's slot, the key, the
+/// instance) overlap instead of coming one at a time, and each instance is loaded when its
+/// turn comes.
 fn prefetch_instances<'a, T>(
     cache: &InstanceCache,
     list: &'a [T],
@@ -681,21 +682,34 @@ fn prefetch_instances<'a, T>(
     };
     for id in group(2) {
         if let Some(instance) = cache.get(&id) {
-            prefetch_lines(&**instance as *const Instance, size_of::<Instance>());
+            prefetch_instance(&**instance);
         }
     }
     for id in group(1) {
-        if let Some(state) = cache.get(&id).and_then(|i| i.state.as_ref()) {
-            prefetch_lines(&**state as *const (dyn std::any::Any + Send), 128);
+        if let Some(instance) = cache.get(&id) {
+            prefetch_state(instance);
         }
+    }
+}
+
+/// Asks the CPU to load an instance, all of it.
+fn prefetch_instance(instance: *const Instance) {
+    prefetch_lines(instance, size_of::<Instance>());
+}
+
+/// Asks the CPU to load the start of an instance's state, if it has one (this reads the
+/// instance: ask for it first).
+fn prefetch_state(instance: &Instance) {
+    if let Some(state) = &instance.state {
+        prefetch_lines(&**state as *const (dyn std::any::Any + Send), 128);
     }
 }
 
 /// Instances [`prefetch_instances`] looks up at a time.
 const LOOKAHEAD: usize = 16;
 
-/// An [`InstanceId`] borrowed from an item, to look it up without counting a reference to
-/// the key. Hashes as the id does (the derived `Hash` of the same fields in the same order).
+/// An [`InstanceId`] borrowed (from an item, or from an id), to look it up without counting a
+/// reference to the key. Hashes as the id does (the derived `Hash` of the same fields in the same order).
 #[derive(Hash)]
 struct IdRef<'a> {
     template: u16,
@@ -877,13 +891,10 @@ fn encode_passivated(
         // Asks for the instance two groups ahead and for the state of the one a group ahead
         // (its instance asked for a group before).
         if let Some((_, ahead)) = evicted.get(at + 2 * LOOKAHEAD) {
-            prefetch_lines(&**ahead as *const Instance, size_of::<Instance>());
+            prefetch_instance(&**ahead);
         }
-        if let Some(state) = evicted
-            .get(at + LOOKAHEAD)
-            .and_then(|(_, i)| i.state.as_ref())
-        {
-            prefetch_lines(&**state as *const (dyn std::any::Any + Send), 128);
+        if let Some((_, ahead)) = evicted.get(at + LOOKAHEAD) {
+            prefetch_state(ahead);
         }
         let (id, instance) = &mut evicted[at];
         // The stored record (if any) is not the instance's latest.
@@ -1800,14 +1811,8 @@ impl Shard {
                     continue; // named twice, or ended since
                 };
                 self.logged_since += 1;
-                encode_record(
-                    &self.job,
-                    id,
-                    instance,
-                    &mut self.record,
-                    &mut self.state_bytes,
-                )?;
-                log_instance(&mut txn, id, instance, &self.record)?;
+                encode_record(&self.job, id, instance, record, state_bytes)?;
+                log_instance(&mut txn, id, instance, record)?;
             }
             relog.clear();
             self.relog = relog;
@@ -1827,7 +1832,7 @@ impl Shard {
                 .collect();
             let prefetch_ahead_of = |at: usize| {
                 if let Some(&ahead) = addresses.get(at + LOOKAHEAD) {
-                    prefetch_lines(ahead, size_of::<Instance>());
+                    prefetch_instance(ahead);
                 }
             };
             let rank_below = (excess > 0).then(|| {
