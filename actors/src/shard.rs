@@ -661,35 +661,26 @@ fn prefetch_ahead(items: &[Item], i: usize) {
 }
 
 /// Called at position `i` of a list of instances to handle in turn (a batch's items, the
-/// instances it changed, those a checkpoint logs again): at every [`LOOKAHEAD`]-th one, looks
-/// up the instances one and two groups ahead and asks the CPU to load them, the instance for
-/// the farther group, its state for the nearer (whose instance was asked for a group before).
-/// The look-ups run back to back, so their cache misses (the table's slot, the key, the
-/// instance) overlap instead of coming one at a time, and each instance is loaded when its
-/// turn comes.
+/// instances it changed, those a checkpoint logs again or passivates): at every
+/// [`LOOKAHEAD`]-th one, finds the instances one and two groups ahead and asks the CPU to load
+/// them, the instance for the farther group, its state for the nearer (whose instance was asked
+/// for a group before). Where finding one is a look-up in the cache, the look-ups run back to
+/// back, so their cache misses (the table's slot, the key, the instance) overlap instead of
+/// coming one at a time; each instance is loaded when its turn comes.
 fn prefetch_instances<'a, T>(
-    cache: &InstanceCache,
     list: &'a [T],
     i: usize,
-    id: impl Fn(&'a T) -> Option<IdRef<'a>>,
+    instance_of: impl Fn(&'a T) -> Option<&'a Instance>,
 ) {
     if !i.is_multiple_of(LOOKAHEAD) {
         return;
     }
     let group = |n: usize| {
         let from = (i + n * LOOKAHEAD).min(list.len());
-        list[from..].iter().take(LOOKAHEAD).filter_map(&id)
+        list[from..].iter().take(LOOKAHEAD).filter_map(&instance_of)
     };
-    for id in group(2) {
-        if let Some(instance) = cache.get(&id) {
-            prefetch_instance(&**instance);
-        }
-    }
-    for id in group(1) {
-        if let Some(instance) = cache.get(&id) {
-            prefetch_state(instance);
-        }
-    }
+    group(2).for_each(|instance| prefetch_instance(instance));
+    group(1).for_each(prefetch_state);
 }
 
 /// Asks the CPU to load an instance, all of it.
@@ -709,7 +700,8 @@ fn prefetch_state(instance: &Instance) {
 const LOOKAHEAD: usize = 16;
 
 /// An [`InstanceId`] borrowed (from an item, or from an id), to look it up without counting a
-/// reference to the key. Hashes as the id does (the derived `Hash` of the same fields in the same order).
+/// reference to the key. Hashes as the id does (the derived `Hash` of the same fields in the
+/// same order).
 #[derive(Hash)]
 struct IdRef<'a> {
     template: u16,
@@ -888,14 +880,7 @@ fn encode_passivated(
     let mut passivated = Vec::with_capacity(evicted.len());
     let (mut records, mut record, mut state_bytes) = (Vec::new(), Vec::new(), Vec::new());
     for at in 0..evicted.len() {
-        // Asks for the instance two groups ahead and for the state of the one a group ahead
-        // (its instance asked for a group before).
-        if let Some((_, ahead)) = evicted.get(at + 2 * LOOKAHEAD) {
-            prefetch_instance(&**ahead);
-        }
-        if let Some((_, ahead)) = evicted.get(at + LOOKAHEAD) {
-            prefetch_state(ahead);
-        }
+        prefetch_instances(evicted, at, |(_, instance)| Some(instance));
         let (id, instance) = &mut evicted[at];
         // The stored record (if any) is not the instance's latest.
         let changed = instance.dirty || instance.logged();
@@ -1276,7 +1261,9 @@ impl Shard {
         // itself carries no new line, only a newer watermark (the source was idle).
         for (i, item) in batch.items.iter().enumerate() {
             prefetch_ahead(&batch.items, i);
-            prefetch_instances(&self.cache, &batch.items, i, Item::id);
+            prefetch_instances(&batch.items, i, |item| {
+                self.cache.get(&item.id()?).map(|instance| &**instance)
+            });
             if item.seq() < done {
                 continue;
             }
@@ -1333,7 +1320,9 @@ impl Shard {
         let state_bytes = &mut self.state_bytes;
         let mut touched = std::mem::take(&mut self.touched);
         for i in 0..touched.len() {
-            prefetch_instances(&self.cache, &touched, i, |id| Some(IdRef::of(id)));
+            prefetch_instances(&touched, i, |id| {
+                self.cache.get(&IdRef::of(id)).map(|instance| &**instance)
+            });
             let id = &touched[i];
             let Some(instance) = self.cache.get_mut(id) else {
                 continue; // ended since
@@ -1806,7 +1795,9 @@ impl Shard {
             // a batch logged them.
             let mut relog = std::mem::take(&mut self.relog);
             for (i, id) in relog.iter().enumerate() {
-                prefetch_instances(&self.cache, &relog, i, |id| Some(IdRef::of(id)));
+                prefetch_instances(&relog, i, |id| {
+                    self.cache.get(&IdRef::of(id)).map(|instance| &**instance)
+                });
                 let Some(instance) = self.cache.get_mut(id).filter(|i| i.dirty) else {
                     continue; // named twice, or ended since
                 };
@@ -2192,36 +2183,25 @@ mod tests {
     /// does, or it would find nothing (and prefetch nothing) without any error.
     #[test]
     fn a_borrowed_id_finds_the_instance_of_its_id() {
+        let keys = ["ORD-1", "ORD-2", "", "ü-7"];
         let mut cache: hashbrown::HashMap<InstanceId, u32, foldhash::fast::RandomState> =
             hashbrown::HashMap::default();
-        for (n, key) in ["ORD-1", "ORD-2", "", "ü-7"].iter().enumerate() {
+        for (n, key) in keys.iter().enumerate() {
             for template in 0..3u16 {
-                cache.insert(
-                    InstanceId::new(template, *key),
-                    n as u32 * 3 + template as u32,
-                );
+                let value = n as u32 * 3 + template as u32;
+                cache.insert(InstanceId::new(template, *key), value);
             }
         }
-        for (n, key) in ["ORD-1", "ORD-2", "", "ü-7"].iter().enumerate() {
+        for (n, key) in keys.iter().enumerate() {
             for template in 0..3u16 {
                 let id = IdRef { template, key };
                 assert_eq!(cache.get(&id), Some(&(n as u32 * 3 + template as u32)));
             }
         }
-        assert_eq!(
-            cache.get(&IdRef {
-                template: 3,
-                key: "ORD-1"
-            }),
-            None
-        );
-        assert_eq!(
-            cache.get(&IdRef {
-                template: 0,
-                key: "ORD-3"
-            }),
-            None
-        );
+        let (template, key) = (3, "ORD-1");
+        assert_eq!(cache.get(&IdRef { template, key }), None);
+        let (template, key) = (0, "ORD-3");
+        assert_eq!(cache.get(&IdRef { template, key }), None);
     }
 
     /// Garbage handed to the disposal is dropped on the `vigil-free` thread, which yields to
