@@ -699,22 +699,12 @@ fn prefetch_state(instance: &Instance) {
 /// Instances [`prefetch_instances`] looks up at a time.
 const LOOKAHEAD: usize = 16;
 
-/// An [`InstanceId`] borrowed (from an item, or from an id), to look it up without counting a
-/// reference to the key. Hashes as the id does (the derived `Hash` of the same fields in the
-/// same order).
+/// An [`InstanceId`] borrowed from an item, to look it up without counting a reference to the
+/// key. Hashes as the id does (the derived `Hash` of the same fields in the same order).
 #[derive(Hash)]
 struct IdRef<'a> {
     template: u16,
     key: &'a str,
-}
-
-impl IdRef<'_> {
-    fn of(id: &InstanceId) -> IdRef<'_> {
-        IdRef {
-            template: id.template,
-            key: &id.key,
-        }
-    }
 }
 
 impl hashbrown::Equivalent<InstanceId> for IdRef<'_> {
@@ -1262,7 +1252,7 @@ impl Shard {
         for (i, item) in batch.items.iter().enumerate() {
             prefetch_ahead(&batch.items, i);
             prefetch_instances(&batch.items, i, |item| {
-                self.cache.get(&item.id()?).map(|instance| &**instance)
+                self.cache.get(&item.id()?).map(Box::as_ref)
             });
             if item.seq() < done {
                 continue;
@@ -1320,9 +1310,7 @@ impl Shard {
         let state_bytes = &mut self.state_bytes;
         let mut touched = std::mem::take(&mut self.touched);
         for i in 0..touched.len() {
-            prefetch_instances(&touched, i, |id| {
-                self.cache.get(&IdRef::of(id)).map(|instance| &**instance)
-            });
+            prefetch_instances(&touched, i, |id| self.cache.get(id).map(Box::as_ref));
             let id = &touched[i];
             let Some(instance) = self.cache.get_mut(id) else {
                 continue; // ended since
@@ -1795,9 +1783,7 @@ impl Shard {
             // a batch logged them.
             let mut relog = std::mem::take(&mut self.relog);
             for (i, id) in relog.iter().enumerate() {
-                prefetch_instances(&relog, i, |id| {
-                    self.cache.get(&IdRef::of(id)).map(|instance| &**instance)
-                });
+                prefetch_instances(&relog, i, |id| self.cache.get(id).map(Box::as_ref));
                 let Some(instance) = self.cache.get_mut(id).filter(|i| i.dirty) else {
                     continue; // named twice, or ended since
                 };
