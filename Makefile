@@ -3,7 +3,7 @@ CARGO ?= cargo
 # loom recompiles every dependency with `--cfg vigil_loom`: keep that in its own target directory.
 LOOM_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)/loom
 
-.PHONY: demo test fmt lint unit loom benches-once bench kafka-broker
+.PHONY: demo test fmt lint unit loom benches-once bench pgo kafka-broker
 
 ## Generate a realistic day of shop traffic, monitor it with examples/shop-day, check the result.
 demo:
@@ -38,3 +38,8 @@ benches-once:
 ## `cargo bench -p vigil-benches`.
 bench:
 	$(CARGO) run --release -- bench
+
+## The deployment build: the release binary with profile-guided optimisation
+## (scripts/build-pgo); prints its path last. Its benchmark: `$$(make -s pgo | tail -1) bench`.
+pgo:
+	scripts/build-pgo
