@@ -175,6 +175,14 @@ fn thread_role(name: &str, main: bool) -> &'static str {
     }
 }
 
+/// Which build this is, in the bench's first line: `scripts/build-pgo` names its two builds
+/// (`VIGIL_BUILD`); otherwise the cargo profile's kind.
+const BUILD: &str = match option_env!("VIGIL_BUILD") {
+    Some(build) => build,
+    None if cfg!(debug_assertions) => "debug",
+    None => "release",
+};
+
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if let Some(topology) = &args.child {
         return child(topology);
@@ -186,7 +194,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let dir = args.dir.canonicalize()?;
     let data = dir.join(format!("shop-{}-{}", args.orders, args.seed));
     println!(
-        "== vigil bench: {} cores available, {} rep(s) per configuration, medians reported",
+        "== vigil bench: {} build, {} cores available, {} rep(s) per configuration, medians reported",
+        BUILD,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         args.reps
     );
