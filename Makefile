@@ -21,6 +21,7 @@ fmt:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	shellcheck scripts/* .ci/run
 
 unit:
 	$(CARGO) test --workspace
