@@ -244,7 +244,7 @@ impl ShardHost {
             process_names: spec.processes.iter().map(|p| p.name.clone()).collect(),
             templates,
             sinks,
-            gate: Gate::new(4 * shards as usize),
+            gate: Gate::new(4 * shards as usize, shards),
             checkpoint_interval: spec.checkpoint_interval,
             passivate_after: spec.passivate_after,
             max_resident: (spec.max_resident / shards as usize).max(1),
@@ -549,8 +549,8 @@ fn broadcast(
     if per_shard.is_empty() {
         per_shard = (0..addrs.len()).map(|_| Vec::new()).collect();
     }
-    for (addr, items) in addrs.iter().zip(per_shard) {
-        if !job.gate.acquire() {
+    for ((shard, addr), items) in addrs.iter().enumerate().zip(per_shard) {
+        if !job.gate.acquire(shard as u32) {
             return false; // a shard failed for good
         }
         addr.do_send(Deliver(Arc::new(Batch {

@@ -585,8 +585,11 @@ struct Prepared {
     /// Instances taken out of the cache, not yet encoded nor written to redb's tables: the
     /// commit does both, off the worker thread.
     evicted: Vec<(InstanceId, Box<Instance>)>,
-    /// How many it passivates (for the log line: the commit hands them to `vigil-free`).
+    /// How many its transaction passivates (for the log line and a fault injection): those
+    /// in `evicted`, and those passivated ahead of it in the interval.
     passivated: usize,
+    /// Of those, passivated ahead ([`Shard::passivate_ahead`]).
+    passivated_ahead: usize,
     /// The log compaction's cut, if it compacts the log: what was logged below it is gone
     /// from the log (see [`Instance::logged_below`]).
     compacted_below: Option<u64>,
@@ -695,6 +698,10 @@ fn prefetch_state(instance: &Instance) {
         prefetch_lines(&**state as *const (dyn std::any::Any + Send), 128);
     }
 }
+
+/// Instances [`Shard::passivate_ahead`] passivates at a time: about a tenth of a
+/// millisecond of the worker thread, which a batch that comes meanwhile waits for.
+const PASSIVATE_AHEAD: usize = 64;
 
 /// Instances [`prefetch_instances`] looks up at a time.
 const LOOKAHEAD: usize = 16;
@@ -837,23 +844,65 @@ impl Prepared {
         self.txn
             .put_meta("sink_marks", &codec::encode(&job.sinks.marks(shard)))?;
         self.sink_sync_us = started.elapsed().as_micros() as u64;
-        let mut evicted = std::mem::take(&mut self.evicted);
-        let (passivated, records) = encode_passivated(job, &mut evicted, self.compacted_below)?;
-        let passivations: Vec<Passivation> = (passivated.iter())
-            .map(|instance| Passivation {
-                encoded_id: &records[instance.encoded_id.clone()],
-                record: instance.record.clone().map(|r| &records[r]),
-                logged: instance.logged,
-                timers: &instance.timers,
-            })
-            .collect();
-        self.txn.passivate(&passivations)?;
-        drop(passivations);
-        // Freed while the commit writes and fsyncs.
-        job.dispose((evicted, passivated));
+        let evicted = std::mem::take(&mut self.evicted);
+        passivate(job, &mut self.txn, evicted, self.compacted_below)?;
         self.txn.commit()?;
         self.commit_us = started.elapsed().as_micros() as u64;
         Ok(())
+    }
+}
+
+/// Encodes instances taken out of the cache and writes them to the instance and timer tables
+/// ([`ShardTxn::passivate`]); they are then freed on `vigil-free` (while a checkpoint's commit
+/// writes and fsyncs). `compacted_below`: the cut of a log compaction in the same transaction.
+fn passivate(
+    job: &JobContext,
+    txn: &mut ShardTxn,
+    mut evicted: Vec<(InstanceId, Box<Instance>)>,
+    compacted_below: Option<u64>,
+) -> Result<(), ShardError> {
+    let (passivated, records) = encode_passivated(job, &mut evicted, compacted_below)?;
+    let passivations: Vec<Passivation> = (passivated.iter())
+        .map(|instance| Passivation {
+            encoded_id: &records[instance.encoded_id.clone()],
+            record: instance.record.clone().map(|r| &records[r]),
+            logged: instance.logged,
+            timers: &instance.timers,
+        })
+        .collect();
+    txn.passivate(&passivations)?;
+    drop(passivations);
+    job.dispose((evicted, passivated));
+    Ok(())
+}
+
+/// Where each instance of the cache is, in the order of its table, which every pass over it
+/// follows: a pass asks for the instance [`LOOKAHEAD`] ahead of the one it reads (the
+/// addresses only steer the CPU's loads; nothing reads through them). Valid until the cache
+/// changes.
+struct CacheOrder(Vec<*const Instance>);
+
+impl CacheOrder {
+    fn of(cache: &InstanceCache) -> CacheOrder {
+        CacheOrder(cache.values().map(|i| &**i as *const Instance).collect())
+    }
+
+    fn prefetch_ahead_of(&self, at: usize) {
+        if let Some(&ahead) = self.0.get(at + LOOKAHEAD) {
+            prefetch_instance(ahead);
+        }
+    }
+
+    /// The `excess`-th lowest [`Instance::eviction_rank`] (`excess` below the cache's size):
+    /// the instances ranked below it are the `excess` to passivate.
+    fn rank_cutoff(&self, cache: &InstanceCache, excess: usize) -> u64 {
+        let mut ranks: Vec<u64> = (cache.values().enumerate())
+            .map(|(at, i)| {
+                self.prefetch_ahead_of(at);
+                i.eviction_rank()
+            })
+            .collect();
+        *ranks.select_nth_unstable(excess).1
     }
 }
 
@@ -1007,6 +1056,20 @@ pub struct Shard {
     /// and is passed over (eviction) in a sixth of the memory. A `hashbrown` map for look-ups
     /// by a borrowed id ([`IdRef`]), which std's maps do not offer.
     cache: InstanceCache,
+    /// Instances taken out of the cache to be passivated while the shard has no batch waiting
+    /// ([`Shard::passivate_ahead`]), not yet written: an event or a timer for one takes
+    /// it back. A checkpoint passivates those still here, unless the shard [`Shard::keeps_up`].
+    passivating: InstanceCache,
+    /// The ids taken into `passivating`, in descending order: passivated from the end, so in
+    /// key order, and keys that grow go in at the end of the instance table. (The ids of
+    /// instances taken back stay here, and are skipped.)
+    passivating_order: Vec<InstanceId>,
+    /// Instances passivated ahead since the last checkpoint.
+    passivated_ahead: usize,
+    /// An average of how often the shard had no batch waiting after one: it passivates ahead
+    /// only if at least half the time, so that a shard the input keeps busy passivates at its
+    /// checkpoints only (passivating ahead now and then would add passes over its cache).
+    idle_share: f64,
     /// Filters over the ids of resident instances with many (see [`IdFilter`]); emptied at
     /// each checkpoint, made again as those instances take ids.
     id_filters: HashMap<InstanceId, IdFilter>,
@@ -1068,6 +1131,10 @@ impl Shard {
             store: None,
             txn: None,
             cache: InstanceCache::default(),
+            passivating: InstanceCache::default(),
+            passivating_order: Vec::new(),
+            passivated_ahead: 0,
+            idle_share: 1.0,
             id_filters: HashMap::default(),
             touched: Vec::new(),
             relog: Vec::new(),
@@ -1173,6 +1240,9 @@ impl Shard {
     /// Drops what the shard holds in memory of its instances (the checkpoint has them).
     fn drop_resident(&mut self) {
         self.cache.clear();
+        self.passivating.clear();
+        self.passivating_order.clear();
+        self.passivated_ahead = 0;
         self.id_filters.clear();
         self.touched.clear();
         self.relog.clear();
@@ -1352,6 +1422,11 @@ impl Shard {
     fn activate(&mut self, id: &InstanceId) -> Result<&mut Instance, StorageError> {
         let instance = match self.cache.entry(id.clone()) {
             Entry::Occupied(cached) => &mut **cached.into_mut(),
+            // Taken out to be passivated, and not yet written: back into the cache.
+            Entry::Vacant(vacant) if self.passivating.contains_key(id) => {
+                let instance = self.passivating.remove(id).expect("contained");
+                &mut **vacant.insert(instance)
+            }
             Entry::Vacant(vacant) => {
                 let txn = self.txn.as_mut().expect("recovered");
                 let instance = match txn.instance(id)? {
@@ -1654,7 +1729,10 @@ impl Shard {
         let id = InstanceId::new(timer.template, timer.key.clone());
         if timer.name == PURGE_TIMER {
             // A tombstone's purge (only a tombstone has this timer): deleted without being
-            // activated.
+            // activated. One still to be passivated goes back into the cache first.
+            if let Some(instance) = self.passivating.remove(&id) {
+                self.cache.insert(id.clone(), instance);
+            }
             match self.cache.get(&id) {
                 None => {
                     // Passivated (the timer table has the timers of the record it passivated):
@@ -1736,7 +1814,7 @@ impl Shard {
         };
         let fault = self.job.faults.fail_commit == Some(self.id)
             && !self.commit_fault_fired
-            && !prepared.evicted.is_empty();
+            && prepared.passivated > 0;
         self.commit_fault_fired |= fault;
         let (job, shard) = (self.job.clone(), self.id);
         let commit = actix_rt::task::spawn_blocking(move || {
@@ -1767,7 +1845,8 @@ impl Shard {
         }
         let started = Instant::now();
         let mut txn = self.txn.take().expect("recovered");
-        let (idle_before, excess) = self.eviction_cutoffs();
+        let keeps_up = self.keeps_up();
+        let (idle_before, excess) = self.eviction_cutoffs(keeps_up);
         // The log has grown well past what is live in it: its oldest chunks are dropped, and
         // the instances whose records were in them are logged again.
         let compacted_below = if txn.log_bytes() > self.job.log_compaction_bytes {
@@ -1775,9 +1854,24 @@ impl Shard {
         } else {
             None
         };
-        let mut evicted: Vec<(InstanceId, Box<Instance>)> = Vec::new();
+        let passivated_ahead = std::mem::take(&mut self.passivated_ahead);
         let record = &mut self.record;
         let state_bytes = &mut self.state_bytes;
+        // Those taken out to be passivated ahead and not written yet: a shard that keeps up
+        // passivates them ahead of the next checkpoint, and logs those that changed since a
+        // batch logged them; else (or if the log is compacted, which counts only the cache's
+        // instances as live) they are passivated now.
+        let mut evicted: Vec<(InstanceId, Box<Instance>)> = Vec::new();
+        if keeps_up && compacted_below.is_none() {
+            for (id, instance) in self.passivating.iter_mut().filter(|(_, i)| i.dirty) {
+                self.logged_since += 1;
+                encode_record(&self.job, id, instance, record, state_bytes)?;
+                log_instance(&mut txn, id, instance, record)?;
+            }
+        } else {
+            evicted.extend(self.passivating.drain());
+            self.passivating_order.clear();
+        }
         if idle_before.is_none() && excess == 0 && compacted_below.is_none() {
             // Nothing to passivate or write again: only the instances in `relog` changed since
             // a batch logged them.
@@ -1799,28 +1893,8 @@ impl Shard {
             // without looking each up again, and logs the others that changed. It finds what
             // `relog` names.
             self.relog.clear();
-            // Where each instance is, in the table's order, which both passes follow: each
-            // asks for the instance [`LOOKAHEAD`] ahead of the one it reads (the addresses only
-            // steer the CPU's loads; nothing reads through them).
-            let addresses: Vec<*const Instance> = self
-                .cache
-                .values()
-                .map(|i| &**i as *const Instance)
-                .collect();
-            let prefetch_ahead_of = |at: usize| {
-                if let Some(&ahead) = addresses.get(at + LOOKAHEAD) {
-                    prefetch_instance(ahead);
-                }
-            };
-            let rank_below = (excess > 0).then(|| {
-                let mut ranks: Vec<u64> = (self.cache.values().enumerate())
-                    .map(|(at, i)| {
-                        prefetch_ahead_of(at);
-                        i.eviction_rank()
-                    })
-                    .collect();
-                *ranks.select_nth_unstable(excess).1
-            });
+            let order = CacheOrder::of(&self.cache);
+            let rank_below = (excess > 0).then(|| order.rank_cutoff(&self.cache, excess));
             let mut at = 0;
             let evict = |i: &Instance| {
                 idle_before.is_some_and(|cutoff| i.last_used < cutoff)
@@ -1831,7 +1905,7 @@ impl Shard {
             let mut failed = None;
             evicted.reserve(excess);
             evicted.extend(self.cache.extract_if(|id, instance| {
-                prefetch_ahead_of(at);
+                order.prefetch_ahead_of(at);
                 at += 1;
                 if evict(instance) {
                     return true;
@@ -1861,13 +1935,79 @@ impl Shard {
         }
         Ok(Some(Prepared {
             txn,
-            passivated: evicted.len(),
+            passivated: evicted.len() + passivated_ahead,
+            passivated_ahead,
             evicted,
             compacted_below,
             prepare_us: started.elapsed().as_micros() as u64,
             sink_sync_us: 0,
             commit_us: 0,
         }))
+    }
+
+    /// Called with no batch of the shard waiting, if it mostly has none (`idle_share`):
+    /// passivates up to [`PASSIVATE_AHEAD`] instances into the interval's transaction, so that
+    /// the checkpoint's commit, which the shard's batches wait for, has that much less to
+    /// encode and write. Once the instances in memory exceed `max_resident` by
+    /// [`Shard::passivate_ahead_slack`], it first takes the excess of lowest
+    /// [`Instance::eviction_rank`] out of the cache (a pass over it, as a checkpoint's), to
+    /// passivate in the next calls.
+    ///
+    /// Only with a bound on the excess (`max_resident_overshoot`): without one, instances are
+    /// passivated only at checkpoints. A shard that mostly has a batch waiting (the input comes
+    /// faster than it handles it) does not call this, and its checkpoints passivate as before.
+    fn passivate_ahead(&mut self) -> Result<(), ShardError> {
+        if self.job.max_resident_overshoot == usize::MAX {
+            return Ok(());
+        }
+        if self.passivating.is_empty() {
+            let excess = self.cache.len().saturating_sub(self.job.max_resident);
+            if excess < self.passivate_ahead_slack() {
+                return Ok(());
+            }
+            let order = CacheOrder::of(&self.cache);
+            let cutoff = order.rank_cutoff(&self.cache, excess);
+            let mut at = 0;
+            self.passivating_order.clear();
+            for (id, instance) in self.cache.extract_if(|_, instance| {
+                order.prefetch_ahead_of(at);
+                at += 1;
+                instance.eviction_rank() < cutoff
+            }) {
+                self.passivating_order.push(id.clone());
+                self.passivating.insert(id, instance);
+            }
+            self.passivating_order.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        let mut chunk = Vec::with_capacity(PASSIVATE_AHEAD.min(self.passivating.len()));
+        while chunk.len() < PASSIVATE_AHEAD {
+            let Some(id) = self.passivating_order.pop() else {
+                break;
+            };
+            if let Some(instance) = self.passivating.remove(&id) {
+                chunk.push((id, instance));
+            }
+        }
+        self.passivated_ahead += chunk.len();
+        let txn = self.txn.as_mut().expect("recovered");
+        passivate(&self.job, txn, chunk, None)
+    }
+
+    /// Whether the shard passivates ahead and keeps up: since the last checkpoint it
+    /// passivated ahead at least as many instances as it has taken out and not passivated.
+    fn keeps_up(&self) -> bool {
+        self.passivated_ahead > 0 && self.passivated_ahead >= self.passivating.len()
+    }
+
+    /// How far beyond `max_resident` the instances in memory may go before
+    /// [`Shard::passivate_ahead`] takes the excess out: half the overshoot that brings a
+    /// checkpoint forward (so that a shard passivating ahead does not reach it), and at most a
+    /// quarter of `max_resident`. Each time is a pass over the cache.
+    fn passivate_ahead_slack(&self) -> usize {
+        let job = &self.job;
+        (job.max_resident_overshoot / 2)
+            .min(job.max_resident / 4)
+            .max(1)
     }
 
     /// After the commit: the shard has its transaction back, and the batches it no longer
@@ -1879,6 +2019,7 @@ impl Shard {
             shard = self.id,
             logged = std::mem::take(&mut self.logged_since),
             passivated = prepared.passivated,
+            ahead = prepared.passivated_ahead,
             compacted = prepared.compacted_below.is_some(),
             log_bytes = prepared.txn.log_bytes(),
             sink_sync_us = prepared.sink_sync_us,
@@ -1930,12 +2071,13 @@ impl Shard {
 
     /// Which instances a checkpoint passivates: those last used before the cutoff (a
     /// `Shard::uses`; idle for `passivate_after`), and beyond `max_resident` the excess (the
-    /// second) of lowest [`Instance::eviction_rank`].
+    /// second) of lowest [`Instance::eviction_rank`] (beyond `max_resident` and
+    /// [`Shard::passivate_ahead_slack`] for a shard that [`Shard::keeps_up`]).
     ///
     /// Passivating idle instances takes a pass over the whole cache, so the first cutoff is
     /// given at most every eighth of `passivate_after`: an instance is passivated after at
     /// most 1.125 times that idle (and a checkpoint interval).
-    fn eviction_cutoffs(&mut self) -> (Option<u64>, usize) {
+    fn eviction_cutoffs(&mut self, keeps_up: bool) -> (Option<u64>, usize) {
         let idle_since = self.drop_old_batch_starts();
         let looked = self
             .idle_looked_at
@@ -1947,7 +2089,20 @@ impl Shard {
         if idle.is_some() {
             self.idle_looked_at = Some(Instant::now());
         }
-        let excess = self.cache.len().saturating_sub(self.job.max_resident);
+        // A shard that passivates ahead and keeps up keeps the slack it does that in: its
+        // checkpoint, which its batches wait for, passivates only what is beyond. One that does
+        // not keep up passivates down to `max_resident` here, as one that never passivates
+        // ahead (so each checkpoint brought forward by new instances passivates the whole
+        // overshoot, not half of it).
+        let slack = if keeps_up {
+            self.passivate_ahead_slack()
+        } else {
+            0
+        };
+        let excess = self
+            .cache
+            .len()
+            .saturating_sub(self.job.max_resident.saturating_add(slack));
         (idle, excess)
     }
 
@@ -2058,15 +2213,22 @@ impl Handler<Deliver> for Shard {
 
     fn handle(&mut self, Deliver(batch): Deliver, ctx: &mut Self::Context) {
         if self.dead {
-            self.job.gate.release();
+            self.job.gate.release(self.id);
             return;
         }
         let result = self.process_batch(&batch);
         self.journal.push(batch);
-        self.job.gate.release();
+        let waiting = self.job.gate.release(self.id);
+        // Of the last 32 batches or so, the share the shard had none waiting after.
+        let idle = if waiting == 0 { 1.0 } else { 0.0 };
+        self.idle_share += (idle - self.idle_share) / 32.0;
+        let result = result.and_then(|()| match waiting {
+            0 if self.idle_share >= 0.5 => self.passivate_ahead(),
+            _ => Ok(()),
+        });
         if let Err(e) = result {
             self.fail(ctx, e);
-        } else if self.cache.len()
+        } else if self.cache.len() + self.passivating.len()
             > (self.job.max_resident).saturating_add(self.job.max_resident_overshoot)
         {
             // Many new keys: checkpoint before the interval is over, to bound memory.

@@ -381,7 +381,7 @@ fn consume(
             let Some(state) = owned.get(&shard) else {
                 continue;
             };
-            if !hosted.job.gate.acquire() {
+            if !hosted.job.gate.acquire(shard) {
                 break;
             }
             hosted.addrs[shard as usize].do_send(Deliver(Arc::new(Batch {
