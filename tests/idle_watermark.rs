@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{example_with, Workdir};
@@ -28,18 +28,7 @@ fn a_deadline_fires_on_a_quiet_stdin_stream() {
             "checkpoint_interval = \"100ms\"",
         ),
     ]);
-    let path = work.path().join("topology.toml");
-    std::fs::write(&path, topology).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .arg("run")
-        .arg(&path)
-        .arg("--quiet")
-        .envs(work.env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = work.spawn_run(&topology, Stdio::null(), Stdio::null());
     let created = |order: &str| {
         format!(
             r#"{{"type":"ORDER_CREATED","event_id":"c-{order}","order_number":"{order}","occurred_at":"2026-11-02T10:00:00Z","customer_id":"C-1","country":"DE","amount":5.0,"payment_method":"paypal","parcels":1}}"#

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::{example_with, Workdir};
@@ -29,18 +29,7 @@ fn run_paced(state: &str) -> (String, String, String) {
         ("checkpoint_interval = \"1s\"", state),
         ("shards = 8", "shards = 2"),
     ]);
-    let path = work.path().join("topology.toml");
-    std::fs::write(&path, topology).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .arg("run")
-        .arg(&path)
-        .arg("--quiet")
-        .envs(work.env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = work.spawn_run(&topology, Stdio::piped(), Stdio::inherit());
     let created = |i: usize| {
         format!(
             r#"{{"type":"ORDER_CREATED","event_id":"c-{i}","order_number":"ORD-{i:04}","occurred_at":"2026-11-02T10:{:02}:{:02}Z","customer_id":"C-{i}","country":"DE","amount":5.0,"payment_method":"paypal","parcels":1}}"#,

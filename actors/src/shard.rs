@@ -906,6 +906,23 @@ impl CacheOrder {
     }
 }
 
+/// About the `excess`-th lowest [`Instance::eviction_rank`] (`excess` below the cache's size),
+/// from the ranks of [`RANK_SAMPLE`] of the instances: the first in the table's order, which
+/// is their keys' hashes', not their ranks'. Exact for a cache no larger than the sample. A
+/// pass over the cache less than [`CacheOrder::rank_cutoff`], for passivating ahead, where
+/// the number passivated need not be exact.
+fn sampled_rank_cutoff(cache: &InstanceCache, excess: usize) -> u64 {
+    let mut ranks: Vec<u64> = (cache.values().take(RANK_SAMPLE))
+        .map(|i| i.eviction_rank())
+        .collect();
+    let at = (excess as u128 * ranks.len() as u128 / cache.len() as u128) as usize;
+    let at = at.min(ranks.len() - 1);
+    *ranks.select_nth_unstable(at).1
+}
+
+/// Instances [`sampled_rank_cutoff`] reads the ranks of.
+const RANK_SAMPLE: usize = 1024;
+
 /// The instances a checkpoint passivates, in key order (`InstanceId`'s order is its bytes'
 /// order: they land on the same or neighbouring B-tree pages), as [`ShardTxn::passivate`]
 /// takes them: each one's encoded id, and its record if it changed since it was stored, end
@@ -1949,9 +1966,9 @@ impl Shard {
     /// passivates up to [`PASSIVATE_AHEAD`] instances into the interval's transaction, so that
     /// the checkpoint's commit, which the shard's batches wait for, has that much less to
     /// encode and write. Once the instances in memory exceed `max_resident` by
-    /// [`Shard::passivate_ahead_slack`], it first takes the excess of lowest
-    /// [`Instance::eviction_rank`] out of the cache (a pass over it, as a checkpoint's), to
-    /// passivate in the next calls.
+    /// [`Shard::passivate_ahead_slack`], it first takes the excess and half the slack more, of
+    /// lowest [`Instance::eviction_rank`], out of the cache (a pass over it), to passivate in
+    /// the next calls.
     ///
     /// Only with a bound on the excess (`max_resident_overshoot`): without one, instances are
     /// passivated only at checkpoints. A shard that mostly has a batch waiting (the input comes
@@ -1962,17 +1979,23 @@ impl Shard {
         }
         if self.passivating.is_empty() {
             let excess = self.cache.len().saturating_sub(self.job.max_resident);
-            if excess < self.passivate_ahead_slack() {
+            let slack = self.passivate_ahead_slack();
+            if excess < slack {
                 return Ok(());
             }
+            // Down to half the slack below `max_resident`: the next pass comes after one and a
+            // half slacks of new instances, not one.
+            let take = (excess + slack / 2).min(self.cache.len() - 1);
+            let cutoff = sampled_rank_cutoff(&self.cache, take);
             let order = CacheOrder::of(&self.cache);
-            let cutoff = order.rank_cutoff(&self.cache, excess);
             let mut at = 0;
             self.passivating_order.clear();
+            // At the cutoff too: at least the instance it is the rank of goes (a cutoff at the
+            // lowest rank would take none, and the next batch would pass over the cache again).
             for (id, instance) in self.cache.extract_if(|_, instance| {
                 order.prefetch_ahead_of(at);
                 at += 1;
-                instance.eviction_rank() < cutoff
+                instance.eviction_rank() <= cutoff
             }) {
                 self.passivating_order.push(id.clone());
                 self.passivating.insert(id, instance);

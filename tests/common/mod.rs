@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 use vigil_actors::shop::{self, GenerateSummary, ShopConfig};
@@ -52,6 +53,23 @@ impl Workdir {
             Ok(spec) => spec,
             Err(diagnostics) => panic!("{diagnostics}"),
         }
+    }
+
+    /// Writes `topology` here and starts `vigil run --quiet` on it with this directory's
+    /// variables and stdin piped (for a topology that reads `stdin`).
+    pub fn spawn_run(&self, topology: &str, stdout: Stdio, stderr: Stdio) -> Child {
+        let path = self.path().join("topology.toml");
+        std::fs::write(&path, topology).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .arg("run")
+            .arg(&path)
+            .arg("--quiet")
+            .envs(self.env())
+            .stdin(Stdio::piped())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
     }
 
     pub fn generate(&self, seed: u64, orders: u64) -> GenerateSummary {
