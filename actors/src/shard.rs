@@ -906,17 +906,19 @@ impl CacheOrder {
     }
 }
 
-/// About the `excess`-th lowest [`Instance::eviction_rank`] (`excess` below the cache's size),
-/// from the ranks of [`RANK_SAMPLE`] of the instances: the first in the table's order, which
-/// is their keys' hashes', not their ranks'. Exact for a cache no larger than the sample. A
-/// pass over the cache less than [`CacheOrder::rank_cutoff`], for passivating ahead, where
-/// the number passivated need not be exact.
+/// About the `excess`-th lowest [`Instance::eviction_rank`] (`excess` at least 1 and below the
+/// cache's size), from the ranks of [`RANK_SAMPLE`] of the instances: the first in the
+/// table's order, which is their keys' hashes', not their ranks'. Exact for a cache no larger
+/// than the sample. A pass over the cache less than [`CacheOrder::rank_cutoff`], for
+/// passivating ahead, where the number passivated need not be exact. Above the sample's
+/// lowest rank, so that at least one instance ranks below it (none would leave the next batch
+/// to pass over the cache again).
 fn sampled_rank_cutoff(cache: &InstanceCache, excess: usize) -> u64 {
     let mut ranks: Vec<u64> = (cache.values().take(RANK_SAMPLE))
         .map(|i| i.eviction_rank())
         .collect();
     let at = (excess as u128 * ranks.len() as u128 / cache.len() as u128) as usize;
-    let at = at.min(ranks.len() - 1);
+    let at = at.clamp(1, ranks.len() - 1);
     *ranks.select_nth_unstable(at).1
 }
 
@@ -1990,12 +1992,10 @@ impl Shard {
             let order = CacheOrder::of(&self.cache);
             let mut at = 0;
             self.passivating_order.clear();
-            // At the cutoff too: at least the instance it is the rank of goes (a cutoff at the
-            // lowest rank would take none, and the next batch would pass over the cache again).
             for (id, instance) in self.cache.extract_if(|_, instance| {
                 order.prefetch_ahead_of(at);
                 at += 1;
-                instance.eviction_rank() <= cutoff
+                instance.eviction_rank() < cutoff
             }) {
                 self.passivating_order.push(id.clone());
                 self.passivating.insert(id, instance);
