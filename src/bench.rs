@@ -110,8 +110,10 @@ pub struct BenchArgs {
     /// Keep the generated data of an earlier run with the same --orders and --seed.
     #[arg(long)]
     reuse: bool,
-    /// ORDER_CREATED + PARCEL_SHIPPED pairs fed to stdin in the latency measurement.
-    #[arg(long, default_value_t = 100_000)]
+    /// ORDER_CREATED + PARCEL_SHIPPED pairs fed to stdin in the latency measurement. The
+    /// default leaves more orders open than `max_resident` (300 000), so the run includes
+    /// passivating them.
+    #[arg(long, default_value_t = 500_000)]
     latency_pairs: u64,
     /// Internal: run one configuration and report on stdout (used by the parent).
     #[arg(long, hide = true)]
