@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_matches_ground_truth, Workdir, EXAMPLE};
-use vigil_actors::job::{self, RunOptions};
+use vigil_actors::job::{self, RunOptions, RunSummary};
 use vigil_actors::shard::{Faults, Shard};
 use vigil_storage::ShardStore;
 
@@ -68,8 +68,9 @@ fn constant_passivation_changes_nothing() {
 #[test]
 fn a_small_resident_budget_changes_nothing() {
     // At most 10 instances per shard stay in memory after each checkpoint (30 over 3 shards);
-    // the rest are reactivated from redb when their next event comes.
-    reactivations_change_nothing(17, "max_resident = 30");
+    // the rest are reactivated from redb when their next event comes. (None passivated
+    // ahead: `compactions_passivation_ahead_and_failures_together_change_nothing`.)
+    reactivations_change_nothing(17, "max_resident = 30\nmax_resident_overshoot = 0");
 }
 
 #[test]
@@ -131,29 +132,49 @@ fn compactions_passivation_and_failures_together_change_nothing() {
     // stored before), and shard 1 fails twice: instances whose records are in dropped chunks
     // are passivated, reactivated and logged again in every order. The outputs are the
     // ground truth.
+    let summary = compact_passivate_and_fail("max_resident_overshoot = 0", false);
+    assert!(
+        summary.counts.instances_loaded > 100,
+        "{:?}",
+        summary.counts
+    );
+}
+
+#[test]
+fn compactions_passivation_ahead_and_failures_together_change_nothing() {
+    // The same with every shard passivating ahead after each batch: instances are taken out
+    // of the cache between checkpoints, some taken back by their next event before they are
+    // written, some carried over a checkpoint and logged again, some passivated by a
+    // checkpoint that compacts the log, and the failures drop what the interval wrote.
+    compact_passivate_and_fail("", true);
+}
+
+/// Runs the example on 3 shards, checkpointing (and compacting the log) every 20 ms with
+/// `max_resident = 30` and `state` added, shard 1 failing twice; checks the outputs are the
+/// ground truth.
+fn compact_passivate_and_fail(state: &str, passivate_ahead_always: bool) -> RunSummary {
     let work = Workdir::new();
     work.generate(29, 1_500);
     let topology = common::example_with(&[
         (
             "checkpoint_interval = \"1s\"",
-            "checkpoint_interval = \"20ms\"\nmax_resident = 30",
+            &format!("checkpoint_interval = \"20ms\"\nmax_resident = 30\n{state}"),
         ),
         ("shards = 8", "shards = 3"),
     ]);
     let mut spec = work.compile(&topology);
     spec.log_compaction_bytes = 0;
     let options = RunOptions {
-        faults: Faults::shard_fails(1, 9_000, 2),
+        faults: Faults {
+            passivate_ahead_always,
+            ..Faults::shard_fails(1, 9_000, 2)
+        },
         ..RunOptions::default()
     };
     let summary = job::run(spec, options).unwrap();
     assert_eq!(summary.shard_restarts, 2);
-    assert!(
-        summary.counts.instances_loaded > 100,
-        "{:?}",
-        summary.counts
-    );
     assert_matches_ground_truth(&work);
+    summary
 }
 
 #[test]

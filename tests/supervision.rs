@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::{assert_matches_ground_truth, identities, jsonl_files, Workdir, EXAMPLE};
 use vigil_actors::event::Event;
-use vigil_actors::job::{self, RunOptions};
+use vigil_actors::job::{self, RunOptions, RunSummary};
 use vigil_actors::shard::Faults;
 use vigil_actors::template::{AnyState, Context, DynTemplate, Subscription, TemplateError};
 use vigil_actors::templates;
@@ -234,22 +234,43 @@ fn a_failing_shard_actor_restarts_from_its_checkpoint_and_replays_what_came_sinc
 
 #[test]
 fn a_checkpoint_whose_commit_fails_off_the_worker_thread_is_replayed_from_the_one_before() {
-    // Checkpoints every 20 ms with at most 10 instances in memory per shard: every commit on
-    // the blocking pool also writes passivated instances, and shard 1's first one fails after
-    // they left its cache. The shard restarts from its previous checkpoint, replays, and the
-    // outputs are exactly the ground truth.
+    // Checkpoints every 20 ms with at most 10 instances in memory per shard (and none
+    // passivated ahead): every commit on the blocking pool also writes passivated instances,
+    // and shard 1's first one fails after they left its cache. The shard restarts from its
+    // previous checkpoint, replays, and the outputs are exactly the ground truth.
+    let summary = commit_fails_once("max_resident_overshoot = 0", false);
+    assert!(
+        summary.counts.instances_loaded > 100,
+        "{:?}",
+        summary.counts
+    );
+}
+
+#[test]
+fn a_failed_commit_drops_what_was_passivated_ahead_and_is_replayed() {
+    // The same with every shard passivating ahead after each batch: the commit that fails
+    // holds the rows passivated ahead in its interval (and carries no passivation of its own
+    // when the shard keeps up). Dropped with it, they come back from the previous checkpoint.
+    commit_fails_once("", true);
+}
+
+/// Runs the example on 2 shards, checkpointing every 20 ms with `max_resident = 20` and
+/// `state` added, shard 1's first commit that passivates failing; checks the outputs are
+/// exactly the ground truth and the shard restarted once.
+fn commit_fails_once(state: &str, passivate_ahead_always: bool) -> RunSummary {
     let work = Workdir::new();
     work.generate(9, 1_500);
     let spec = work.compile(&common::example_with(&[
         (
             "checkpoint_interval = \"1s\"",
-            "checkpoint_interval = \"20ms\"\nmax_resident = 20",
+            &format!("checkpoint_interval = \"20ms\"\nmax_resident = 20\n{state}"),
         ),
         ("shards = 8", "shards = 2"),
     ]));
     let options = RunOptions {
         faults: Faults {
             fail_commit: Some(1),
+            passivate_ahead_always,
             ..Faults::default()
         },
         ..RunOptions::default()
@@ -259,12 +280,8 @@ fn a_checkpoint_whose_commit_fails_off_the_worker_thread_is_replayed_from_the_on
         summary.shard_restarts, 1,
         "the injected commit failure fired once"
     );
-    assert!(
-        summary.counts.instances_loaded > 100,
-        "{:?}",
-        summary.counts
-    );
     assert_matches_ground_truth(&work);
+    summary
 }
 
 #[test]

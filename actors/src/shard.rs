@@ -328,6 +328,9 @@ pub struct Faults {
     /// in its commit on the blocking pool, after the instances left the cache: the
     /// transaction is dropped uncommitted.
     pub fail_commit: Option<u32>,
+    /// Every shard passivates ahead after every batch, as if it never had one waiting (see
+    /// `Shard::passivate_ahead`): the tests cannot make a shard wait for its input.
+    pub passivate_ahead_always: bool,
 }
 
 impl Faults {
@@ -2246,6 +2249,7 @@ impl Handler<Deliver> for Shard {
         let idle = if waiting == 0 { 1.0 } else { 0.0 };
         self.idle_share += (idle - self.idle_share) / 32.0;
         let result = result.and_then(|()| match waiting {
+            _ if self.job.faults.passivate_ahead_always => self.passivate_ahead(),
             0 if self.idle_share >= 0.5 => self.passivate_ahead(),
             _ => Ok(()),
         });
