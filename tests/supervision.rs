@@ -8,7 +8,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use common::{assert_matches_ground_truth, identities, jsonl_files, Workdir, EXAMPLE};
+use common::{
+    assert_many_reactivated, assert_matches_ground_truth, identities, jsonl_files,
+    passivation_setting, Workdir, EXAMPLE,
+};
 use vigil_actors::event::Event;
 use vigil_actors::job::{self, RunOptions, RunSummary};
 use vigil_actors::shard::Faults;
@@ -238,12 +241,8 @@ fn a_checkpoint_whose_commit_fails_off_the_worker_thread_is_replayed_from_the_on
     // passivated ahead): every commit on the blocking pool also writes passivated instances,
     // and shard 1's first one fails after they left its cache. The shard restarts from its
     // previous checkpoint, replays, and the outputs are exactly the ground truth.
-    let summary = commit_fails_once("max_resident_overshoot = 0", false);
-    assert!(
-        summary.counts.instances_loaded > 100,
-        "{:?}",
-        summary.counts
-    );
+    let summary = commit_fails_once(false);
+    assert_many_reactivated(&summary);
 }
 
 #[test]
@@ -251,13 +250,15 @@ fn a_failed_commit_drops_what_was_passivated_ahead_and_is_replayed() {
     // The same with every shard passivating ahead after each batch: the commit that fails
     // holds the rows passivated ahead in its interval (and carries no passivation of its own
     // when the shard keeps up). Dropped with it, they come back from the previous checkpoint.
-    commit_fails_once("", true);
+    commit_fails_once(true);
 }
 
-/// Runs the example on 2 shards, checkpointing every 20 ms with `max_resident = 20` and
-/// `state` added, shard 1's first commit that passivates failing; checks the outputs are
-/// exactly the ground truth and the shard restarted once.
-fn commit_fails_once(state: &str, passivate_ahead_always: bool) -> RunSummary {
+/// Runs the example on 2 shards, checkpointing every 20 ms with `max_resident = 20`, every
+/// shard passivating ahead after each batch (`ahead`) or only at checkpoints, shard 1's first
+/// commit that passivates failing; checks the outputs are exactly the ground truth and the
+/// shard restarted once.
+fn commit_fails_once(ahead: bool) -> RunSummary {
+    let state = passivation_setting(ahead);
     let work = Workdir::new();
     work.generate(9, 1_500);
     let spec = work.compile(&common::example_with(&[
@@ -270,7 +271,7 @@ fn commit_fails_once(state: &str, passivate_ahead_always: bool) -> RunSummary {
     let options = RunOptions {
         faults: Faults {
             fail_commit: Some(1),
-            passivate_ahead_always,
+            passivate_ahead_always: ahead,
             ..Faults::default()
         },
         ..RunOptions::default()

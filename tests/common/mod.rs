@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
+use vigil_actors::job::RunSummary;
 use vigil_actors::shop::{self, GenerateSummary, ShopConfig};
 use vigil_actors::spec::JobSpec;
 
@@ -91,6 +92,27 @@ impl Workdir {
         lines.sort();
         lines
     }
+}
+
+/// The `[state]` setting of a run that passivates only at checkpoints (`ahead` false; no
+/// overshoot bound, so none ahead of them) or also ahead of them (`ahead`: with
+/// `Faults::passivate_ahead_always`, the default bound).
+pub fn passivation_setting(ahead: bool) -> &'static str {
+    if ahead {
+        ""
+    } else {
+        "max_resident_overshoot = 0"
+    }
+}
+
+/// Asserts that a run read many instances back from redb (more than 100): that it passivated
+/// them on the way.
+pub fn assert_many_reactivated(summary: &RunSummary) {
+    assert!(
+        summary.counts.instances_loaded > 100,
+        "{:?}",
+        summary.counts
+    );
 }
 
 /// The example topology with a setting replaced (`key = value` lines).
