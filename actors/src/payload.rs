@@ -4,7 +4,9 @@
 //! no `serde_json::Value` tree: a tree is an allocation per field name and per string, built
 //! on the reader thread, read on a shard's and freed on a third. A [`Payload`] is three
 //! allocations (the text, the field table and, only if `derive` rules add fields, the derived
-//! ones). A field's value is read from its text when something uses it, through serde_json, so
+//! ones). A shard keeps each event it handled until its next checkpoint (to replay it if the
+//! shard restarts), so an event's size is memory at high input rates: the field table has 16
+//! bytes a field. A field's value is read from its text when something uses it, through serde_json, so
 //! every value reads exactly as it would from a `Value` parsed from the same line.
 
 use std::borrow::Cow;
@@ -21,26 +23,21 @@ use crate::spec::FieldPath;
 /// A JSON object: the text it was decoded from and the fields `derive` rules added.
 #[derive(Clone)]
 pub struct Payload {
+    /// The text decoded, then the field names that had escapes in it, unescaped (rare).
     text: Box<str>,
+    /// The length of the text decoded, at the start of `text`.
+    len: u32,
     fields: Box<[Slot]>,
     /// Written after decoding; a derived field hides a field of the text with the same name.
     derived: Vec<(String, Value)>,
 }
 
-/// Where one top-level field is in the text.
-#[derive(Clone)]
+/// Where one top-level field is in the text: its name (as written, or, if it had escapes,
+/// unescaped after the text decoded) and its value.
+#[derive(Clone, Copy)]
 struct Slot {
-    name: Name,
+    name: Span,
     value: Span,
-}
-
-impl Slot {
-    fn name_len(&self) -> usize {
-        match &self.name {
-            Name::At(span) => (span.end - span.start) as usize,
-            Name::Unescaped(name) => name.len(),
-        }
-    }
 }
 
 #[derive(Clone, Copy)]
@@ -49,12 +46,10 @@ struct Span {
     end: u32,
 }
 
-#[derive(Clone)]
-enum Name {
-    /// The name as written (it has no escapes).
-    At(Span),
-    /// A name with escapes, unescaped.
-    Unescaped(Box<str>),
+impl Span {
+    fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
 }
 
 impl Payload {
@@ -70,22 +65,39 @@ impl Payload {
                 end: (start + part.len()) as u32,
             }
         };
+        let mut unescaped = String::new();
         let fields = SCRATCH.with_borrow_mut(|slots| {
             slots.clear();
             for_each_field(text, |name, value| {
+                let name = match name {
+                    Cow::Borrowed(name) => span(name),
+                    Cow::Owned(name) => {
+                        let start = text.len() + unescaped.len();
+                        unescaped.push_str(&name);
+                        Span {
+                            start: start as u32,
+                            end: (start + name.len()) as u32,
+                        }
+                    }
+                };
                 slots.push(Slot {
-                    name: match name {
-                        Cow::Borrowed(name) => Name::At(span(name)),
-                        Cow::Owned(name) => Name::Unescaped(name.into_boxed_str()),
-                    },
+                    name,
                     value: span(value),
                 })
             })?;
             // Exactly as long as needed: one allocation, no shrinking.
             Some(slots.drain(..).collect())
         })?;
+        let len = text.len() as u32; // checked above
+        let text: Box<str> = if unescaped.is_empty() {
+            text.into()
+        } else {
+            u32::try_from(text.len() + unescaped.len()).ok()?;
+            (text.to_owned() + &unescaped).into_boxed_str()
+        };
         Some(Payload {
-            text: text.into(),
+            text,
+            len,
             fields,
             derived: Vec::new(),
         })
@@ -93,7 +105,7 @@ impl Payload {
 
     /// The text the payload was decoded from (without derived fields).
     pub fn text(&self) -> &str {
-        &self.text
+        &self.text[..self.len as usize]
     }
 
     /// Asks the CPU to load the text and the field table, which [`Payload::get`] reads.
@@ -112,7 +124,7 @@ impl Payload {
         self.fields
             .iter()
             .rev()
-            .find(|slot| slot.name_len() == name.len() && self.name(slot) == name)
+            .find(|slot| slot.name.len() == name.len() && self.name(slot) == name)
             .map(|slot| Field::Text(self.slice(slot.value)))
     }
 
@@ -160,11 +172,8 @@ impl Payload {
         Value::Object(map)
     }
 
-    fn name<'a>(&'a self, slot: &'a Slot) -> &'a str {
-        match &slot.name {
-            Name::At(span) => self.slice(*span),
-            Name::Unescaped(name) => name,
-        }
+    fn name(&self, slot: &Slot) -> &str {
+        self.slice(slot.name)
     }
 
     fn slice(&self, span: Span) -> &str {
@@ -186,7 +195,7 @@ impl From<Value> for Payload {
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut debug = f.debug_struct("Payload");
-        debug.field("text", &&*self.text);
+        debug.field("text", &self.text());
         if !self.derived.is_empty() {
             debug.field("derived", &self.derived);
         }
