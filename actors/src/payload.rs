@@ -6,8 +6,9 @@
 //! allocations (the text, the field table and, only if `derive` rules add fields, the derived
 //! ones). A shard keeps each event it handled until its next checkpoint (to replay it if the
 //! shard restarts), so an event's size is memory at high input rates: the field table has 16
-//! bytes a field. A field's value is read from its text when something uses it, through serde_json, so
-//! every value reads exactly as it would from a `Value` parsed from the same line.
+//! bytes a field. A field's value is read from its text when something uses it, through
+//! serde_json, so every value reads exactly as it would from a `Value` parsed from the same
+//! line.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
