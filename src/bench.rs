@@ -818,7 +818,13 @@ fn key_workload(dir: &Path, events: u64, keys: u64, reuse: bool) -> Result<PathB
     let path = dir.join(format!("keys-{keys}-events-{events}"));
     if !(reuse && path.join("events-0000.jsonl").exists()) {
         let _ = std::fs::remove_dir_all(&path);
-        write_key_workload(&path, events, keys)?;
+        write_key_workload(&path, events, keys).with_context(|| {
+            format!(
+                "cannot write {events} events to {} (about {} MB; fewer with --key-events, --keys-large or --scale-orders)",
+                path.display(),
+                events * 215 / 1_000_000
+            )
+        })?;
     }
     Ok(path)
 }
