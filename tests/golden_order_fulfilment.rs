@@ -69,10 +69,12 @@ fn constant_passivation_changes_nothing() {
 
 #[test]
 fn a_small_resident_budget_changes_nothing() {
-    // At most 10 instances per shard stay in memory after each checkpoint (30 over 3 shards);
-    // the rest are reactivated from redb when their next event comes. (None passivated
-    // ahead: `compactions_passivation_ahead_and_failures_together_change_nothing`.)
-    reactivations_change_nothing(17, "max_resident = 30\nmax_resident_overshoot = 0");
+    // At most 10 instances per shard stay in memory (30 over 3 shards), by count
+    // (`passivation_setting`); the rest are reactivated from redb when their next event
+    // comes. (Forced ahead of checkpoints:
+    // `compactions_passivation_ahead_and_failures_together_change_nothing`.)
+    let state = format!("max_resident = 30\n{}", passivation_setting(false));
+    reactivations_change_nothing(17, &state);
 }
 
 #[test]
@@ -129,7 +131,8 @@ fn log_compactions_and_restarts_from_them_change_nothing() {
 
 #[test]
 fn compactions_passivation_and_failures_together_change_nothing() {
-    // Every checkpoint (every 20 ms) compacts the log, passivates all but 10 instances per
+    // Every checkpoint (every 20 ms, and whenever a shard holds more than 10 instances and 1
+    // more: `passivation_setting`) compacts the log, passivates all but 10 instances per
     // shard (their rows through the cursor when their keys are new, one by one when they were
     // stored before), and shard 1 fails twice: instances whose records are in dropped chunks
     // are passivated, reactivated and logged again in every order. The outputs are the
@@ -149,7 +152,7 @@ fn compactions_passivation_ahead_and_failures_together_change_nothing() {
 
 /// Runs the example on 3 shards, checkpointing (and compacting the log) every 20 ms with
 /// `max_resident = 30`, shard 1 failing twice, every shard passivating ahead after each batch
-/// (`ahead`) or only at checkpoints; checks the outputs are the ground truth.
+/// (`ahead`) or by count; checks the outputs are the ground truth.
 fn compact_passivate_and_fail(ahead: bool) -> RunSummary {
     let state = passivation_setting(ahead);
     let work = Workdir::new();

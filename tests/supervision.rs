@@ -237,9 +237,9 @@ fn a_failing_shard_actor_restarts_from_its_checkpoint_and_replays_what_came_sinc
 
 #[test]
 fn a_checkpoint_whose_commit_fails_off_the_worker_thread_is_replayed_from_the_one_before() {
-    // Checkpoints every 20 ms with at most 10 instances in memory per shard (and none
-    // passivated ahead): every commit on the blocking pool also writes passivated instances,
-    // and shard 1's first one fails after they left its cache. The shard restarts from its
+    // At most 10 instances in memory per shard, by count (`passivation_setting`): nearly every
+    // commit on the blocking pool also writes passivated instances, and shard 1's first one
+    // fails after they left its cache. The shard restarts from its
     // previous checkpoint, replays, and the outputs are exactly the ground truth.
     let summary = commit_fails_once(false);
     assert_many_reactivated(&summary);
@@ -254,8 +254,8 @@ fn a_failed_commit_drops_what_was_passivated_ahead_and_is_replayed() {
 }
 
 /// Runs the example on 2 shards, checkpointing every 20 ms with `max_resident = 20`, every
-/// shard passivating ahead after each batch (`ahead`) or only at checkpoints, shard 1's first
-/// commit that passivates failing; checks the outputs are exactly the ground truth and the
+/// shard passivating ahead after each batch (`ahead`) or by count, shard 1's first commit that
+/// passivates failing; checks the outputs are exactly the ground truth and the
 /// shard restarted once.
 fn commit_fails_once(ahead: bool) -> RunSummary {
     let state = passivation_setting(ahead);
