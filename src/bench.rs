@@ -103,7 +103,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000_000)]
     keys_large: u64,
     /// Events of each key-scaling workload (at least `keys_large`). With the defaults the two
-    /// workloads take 4.3 GB on disk, and the key-scaling part about 3 minutes.
+    /// workloads take 4.3 GB on disk.
     #[arg(long, default_value_t = 10_000_000)]
     key_events: u64,
     /// Open orders (ORDER_CREATED only, each its own key) of the scale run, which then
