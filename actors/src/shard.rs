@@ -689,22 +689,56 @@ fn prefetch_instances<'a, T>(
     group(1).for_each(prefetch_state);
 }
 
+/// [`prefetch_instances`] for a list of ids of the cache's instances, one group farther
+/// ahead first: the stored keys of the group after the two it looks up are asked for (a
+/// [`KeyProbe`] each), so that its look-ups compare keys already loaded.
+fn prefetch_cached<'a, T>(
+    cache: &'a InstanceCache,
+    list: &'a [T],
+    i: usize,
+    id_of: impl Fn(&'a T) -> Option<IdRef<'a>>,
+) {
+    if !i.is_multiple_of(LOOKAHEAD) {
+        return;
+    }
+    let from = (i + 3 * LOOKAHEAD).min(list.len());
+    for id in list[from..].iter().take(LOOKAHEAD).filter_map(&id_of) {
+        cache.get(&KeyProbe(id));
+    }
+    prefetch_instances(list, i, |item| cache.get(&id_of(item)?).map(Box::as_ref));
+}
+
 /// Asks the CPU to load an instance, all of it.
 fn prefetch_instance(instance: *const Instance) {
     prefetch_lines(instance, size_of::<Instance>());
 }
 
-/// Asks the CPU to load the start of an instance's state, if it has one (this reads the
-/// instance: ask for it first).
+/// Asks the CPU to load the start of an instance's state, if it has one, and its lists of
+/// event ids and timers where they outgrew the instance (this reads the instance: ask for it
+/// first). A delivery searches the ids first thing (unless it has so many that their
+/// [`IdFilter`] answers).
 fn prefetch_state(instance: &Instance) {
     if let Some(state) = &instance.state {
         prefetch_lines(&**state as *const (dyn std::any::Any + Send), 128);
+    }
+    let (seen, timers) = (&instance.meta.seen.hashes, &instance.meta.timers);
+    // Searched only up to a filter's threshold; beyond it the filter is.
+    if seen.spilled() && seen.len() <= IdFilter::FROM {
+        prefetch_lines(seen.as_ptr(), size_of_val(seen.as_slice()));
+    }
+    if timers.spilled() {
+        prefetch_lines(timers.as_ptr(), size_of_val(timers.as_slice()));
     }
 }
 
 /// Instances [`Shard::passivate_ahead`] passivates at a time: about a tenth of a
 /// millisecond of the worker thread, which a batch that comes meanwhile waits for.
 const PASSIVATE_AHEAD: usize = 64;
+
+/// The timers due next whose instances [`Shard::prefetch_upcoming_timers`] asks for, and of
+/// those how many it looks up (the others' keys only).
+const UPCOMING_TIMERS: usize = 6;
+const UPCOMING_LOOKED_UP: usize = 2;
 
 /// Instances [`prefetch_instances`] looks up at a time.
 const LOOKAHEAD: usize = 16;
@@ -717,9 +751,37 @@ struct IdRef<'a> {
     key: &'a str,
 }
 
+impl IdRef<'_> {
+    fn of(id: &InstanceId) -> IdRef<'_> {
+        IdRef {
+            template: id.template,
+            key: &id.key,
+        }
+    }
+}
+
 impl hashbrown::Equivalent<InstanceId> for IdRef<'_> {
     fn equivalent(&self, id: &InstanceId) -> bool {
         self.template == id.template && self.key == &*id.key
+    }
+}
+
+/// An id to look up that matches no instance: the look-up asks the CPU to load the key of
+/// each instance it would compare with (the one with this id, if there is one, and rarely
+/// another), and reads none of them. A look-up of the id a little later then finds its key
+/// loaded. Hashes as the id does.
+struct KeyProbe<'a>(IdRef<'a>);
+
+impl std::hash::Hash for KeyProbe<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<InstanceId> for KeyProbe<'_> {
+    fn equivalent(&self, id: &InstanceId) -> bool {
+        prefetch(Arc::as_ptr(&id.key).cast::<u8>());
+        false
     }
 }
 
@@ -1343,9 +1405,7 @@ impl Shard {
         // itself carries no new line, only a newer watermark (the source was idle).
         for (i, item) in batch.items.iter().enumerate() {
             prefetch_ahead(&batch.items, i);
-            prefetch_instances(&batch.items, i, |item| {
-                self.cache.get(&item.id()?).map(Box::as_ref)
-            });
+            prefetch_cached(&self.cache, &batch.items, i, Item::id);
             if item.seq() < done {
                 continue;
             }
@@ -1402,7 +1462,7 @@ impl Shard {
         let state_bytes = &mut self.state_bytes;
         let mut touched = std::mem::take(&mut self.touched);
         for i in 0..touched.len() {
-            prefetch_instances(&touched, i, |id| self.cache.get(id).map(Box::as_ref));
+            prefetch_cached(&self.cache, &touched, i, |id| Some(IdRef::of(id)));
             let id = &touched[i];
             let Some(instance) = self.cache.get_mut(id) else {
                 continue; // ended since
@@ -1736,6 +1796,7 @@ impl Shard {
         self.watermark = watermark;
         // One scan per round: the due timers and the next one. Firing may set earlier timers
         // (`set_timer` lowers `next_timer`), even due ones: then another round.
+        let mut fired = false;
         while self.next_timer.is_some_and(|next| next <= watermark) {
             let due = self.txn().due_timers(watermark, 256)?;
             self.next_timer = due.next;
@@ -1743,8 +1804,33 @@ impl Shard {
                 self.txn().remove_timer(timer)?;
                 self.fire(timer)?;
             }
+            fired = true;
+        }
+        if fired {
+            self.prefetch_upcoming_timers();
         }
         Ok(())
+    }
+
+    /// Asks the CPU for the instances of the timers due next, a few events from now (a scan
+    /// finds one timer due, mostly: the list it fires has nothing to look ahead in). The first
+    /// [`UPCOMING_LOOKED_UP`] are looked up and their instances loaded; the stored keys of
+    /// the next few are asked for ([`KeyProbe`]), for the look-ups of later scans. Each scan
+    /// asks again for those still ahead, found in the cache by then.
+    fn prefetch_upcoming_timers(&self) {
+        let Some(txn) = self.txn.as_ref() else {
+            return;
+        };
+        for (i, (template, key)) in txn.upcoming_timers(UPCOMING_TIMERS).enumerate() {
+            let id = IdRef { template, key };
+            if i < UPCOMING_LOOKED_UP {
+                if let Some(instance) = self.cache.get(&id) {
+                    prefetch_instance(&**instance);
+                }
+            } else {
+                self.cache.get(&KeyProbe(id));
+            }
+        }
     }
 
     fn fire(&mut self, timer: &TimerKey) -> Result<(), ShardError> {
@@ -1899,7 +1985,7 @@ impl Shard {
             // a batch logged them.
             let mut relog = std::mem::take(&mut self.relog);
             for (i, id) in relog.iter().enumerate() {
-                prefetch_instances(&relog, i, |id| self.cache.get(id).map(Box::as_ref));
+                prefetch_cached(&self.cache, &relog, i, |id| Some(IdRef::of(id)));
                 let Some(instance) = self.cache.get_mut(id).filter(|i| i.dirty) else {
                     continue; // named twice, or ended since
                 };

@@ -136,6 +136,15 @@ impl TimerKey {
     }
 
     /// Decodes a key from its first 8 bytes, as one big-endian integer, and the rest.
+    /// The template and key of an encoded key's rest (what follows its time), borrowed;
+    /// `None` if it is not one.
+    pub(crate) fn instance_of_rest(rest: &[u8]) -> Option<(u16, &str)> {
+        let template = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?);
+        let key_len = u32::from_be_bytes(rest.get(2..6)?.try_into().ok()?) as usize;
+        let key = std::str::from_utf8(rest.get(6..6 + key_len)?).ok()?;
+        Some((template, key))
+    }
+
     pub(crate) fn decode_parts(time: u64, rest: &[u8]) -> Result<TimerKey, StorageError> {
         let corrupt = || StorageError::CorruptKey { table: "timers" };
         if rest.len() < 6 {

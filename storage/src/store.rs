@@ -721,6 +721,19 @@ impl ShardTxn {
         Ok(due)
     }
 
+    /// The template and key of each of the first `n` timers in memory (those of instances in
+    /// the cache), earliest first. After a [`ShardTxn::due_timers`] scan and the removal of
+    /// the timers it found, these are the next to be due: a shard asks the CPU for their
+    /// instances ahead.
+    pub fn upcoming_timers(&self, n: usize) -> impl Iterator<Item = (u16, &str)> {
+        self.resident_timers
+            .by_time
+            .values()
+            .flatten()
+            .take(n)
+            .filter_map(|rest| TimerKey::instance_of_rest(rest))
+    }
+
     /// The earliest timer, if any.
     pub fn next_timer(&self) -> Result<Option<i64>, StorageError> {
         let due = self.due_timers(i64::MIN, 0)?;
