@@ -135,7 +135,6 @@ impl TimerKey {
         TimerKey::decode_parts(u64::from_be_bytes(time.try_into().unwrap()), rest)
     }
 
-    /// Decodes a key from its first 8 bytes, as one big-endian integer, and the rest.
     /// The template and key of an encoded key's rest (what follows its time), borrowed;
     /// `None` if it is not one.
     pub(crate) fn instance_of_rest(rest: &[u8]) -> Option<(u16, &str)> {
@@ -145,6 +144,7 @@ impl TimerKey {
         Some((template, key))
     }
 
+    /// Decodes a key from its first 8 bytes, as one big-endian integer, and the rest.
     pub(crate) fn decode_parts(time: u64, rest: &[u8]) -> Result<TimerKey, StorageError> {
         let corrupt = || StorageError::CorruptKey { table: "timers" };
         if rest.len() < 6 {

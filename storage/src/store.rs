@@ -721,8 +721,8 @@ impl ShardTxn {
         Ok(due)
     }
 
-    /// The template and key of each of the first `n` timers in memory (those of instances in
-    /// the cache), earliest first. After a [`ShardTxn::due_timers`] scan and the removal of
+    /// The template and key of each of the first `n` timers in memory (those of the instances
+    /// in memory), earliest first. After a [`ShardTxn::due_timers`] scan and the removal of
     /// the timers it found, these are the next to be due: a shard asks the CPU for their
     /// instances ahead.
     pub fn upcoming_timers(&self, n: usize) -> impl Iterator<Item = (u16, &str)> {
@@ -1030,6 +1030,11 @@ mod tests {
             prop_assert_eq!(ra.cmp(&rb), expected);
             prop_assert_eq!(ra.as_parts().cmp_key(&b), expected);
             prop_assert_eq!(ra.as_parts().decode().unwrap(), TimerKey::decode(&a).unwrap());
+            let decoded = TimerKey::decode(&a).unwrap();
+            prop_assert_eq!(
+                TimerKey::instance_of_rest(&a[8..]),
+                Some((decoded.template, &*decoded.key))
+            );
         }
 
         /// Resident timers hold what a set of their encoded keys holds, in its order, through

@@ -178,6 +178,12 @@ fn a_passivated_instance_has_one_timer_row_and_activation_brings_back_all_its_ti
     // Activated, the instance's timers come back to memory, merged with the other
     // instance's in time order; its row is gone at the commit.
     txn.activate_timers(&order, &both).unwrap();
+    let upcoming: Vec<_> = txn.upcoming_timers(2).collect();
+    assert_eq!(
+        upcoming,
+        [(3, "ORD-1"), (3, "other")],
+        "the instances of the next timers in memory, earliest first"
+    );
     let due = txn.due_timers(100, 10).unwrap();
     let names: Vec<_> = due
         .timers
