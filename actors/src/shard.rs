@@ -524,6 +524,10 @@ struct Instance {
     dirty: bool,
     /// Activated since the shard last logged what changed (it is in `Shard::touched`).
     touched: bool,
+    /// Whether it was `dirty` when a batch first touched it: if it was logged in this
+    /// interval too, an earlier batch left it for the checkpoint already (it is in
+    /// `Shard::relog`), and this one does not name it again.
+    dirty_when_touched: bool,
     /// Whether redb's instance table holds a record of it (it was activated from there):
     /// only then does ending it delete one there.
     stored: bool,
@@ -545,6 +549,7 @@ impl Instance {
             state,
             dirty,
             touched: false,
+            dirty_when_touched: false,
             stored: false,
             logged_len: 0,
             logged_seq: 0,
@@ -1472,7 +1477,9 @@ impl Shard {
                 continue;
             }
             if instance.logged_in == self.interval {
-                self.relog.push(id.clone());
+                if !instance.dirty_when_touched {
+                    self.relog.push(id.clone());
+                }
                 continue;
             }
             instance.logged_in = self.interval;
@@ -1540,6 +1547,7 @@ impl Shard {
         instance.last_used = self.uses;
         if !instance.touched {
             instance.touched = true;
+            instance.dirty_when_touched = instance.dirty;
             self.touched.push(id.clone());
         }
         Ok(instance)
