@@ -524,10 +524,6 @@ struct Instance {
     dirty: bool,
     /// Activated since the shard last logged what changed (it is in `Shard::touched`).
     touched: bool,
-    /// Whether it was `dirty` when a batch first touched it: if it was logged in this
-    /// interval too, an earlier batch left it for the checkpoint already (it is in
-    /// `Shard::relog`), and this one does not name it again.
-    dirty_when_touched: bool,
     /// Whether redb's instance table holds a record of it (it was activated from there):
     /// only then does ending it delete one there.
     stored: bool,
@@ -549,7 +545,6 @@ impl Instance {
             state,
             dirty,
             touched: false,
-            dirty_when_touched: false,
             stored: false,
             logged_len: 0,
             logged_seq: 0,
@@ -1477,9 +1472,7 @@ impl Shard {
                 continue;
             }
             if instance.logged_in == self.interval {
-                if !instance.dirty_when_touched {
-                    self.relog.push(id.clone());
-                }
+                self.relog.push(id.clone());
                 continue;
             }
             instance.logged_in = self.interval;
@@ -1547,7 +1540,6 @@ impl Shard {
         instance.last_used = self.uses;
         if !instance.touched {
             instance.touched = true;
-            instance.dirty_when_touched = instance.dirty;
             self.touched.push(id.clone());
         }
         Ok(instance)
