@@ -769,14 +769,9 @@ impl hashbrown::Equivalent<InstanceId> for IdRef<'_> {
 /// An id to look up that matches no instance: the look-up asks the CPU to load the key of
 /// each instance it would compare with (the one with this id, if there is one, and rarely
 /// another), and reads none of them. A look-up of the id a little later then finds its key
-/// loaded. Hashes as the id does.
+/// loaded. Hashes as the id does (its one field's hash).
+#[derive(Hash)]
 struct KeyProbe<'a>(IdRef<'a>);
-
-impl std::hash::Hash for KeyProbe<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
 
 impl hashbrown::Equivalent<InstanceId> for KeyProbe<'_> {
     fn equivalent(&self, id: &InstanceId) -> bool {

@@ -147,18 +147,9 @@ impl TimerKey {
     /// Decodes a key from its first 8 bytes, as one big-endian integer, and the rest.
     pub(crate) fn decode_parts(time: u64, rest: &[u8]) -> Result<TimerKey, StorageError> {
         let corrupt = || StorageError::CorruptKey { table: "timers" };
-        if rest.len() < 6 {
-            return Err(corrupt());
-        }
+        let (template, key) = TimerKey::instance_of_rest(rest).ok_or_else(corrupt)?;
+        let name = std::str::from_utf8(&rest[6 + key.len()..]).map_err(|_| corrupt())?;
         let time = TimerKey::decode_time(time);
-        let template = u16::from_be_bytes([rest[0], rest[1]]);
-        let key_len = u32::from_be_bytes(rest[2..6].try_into().unwrap()) as usize;
-        let rest = &rest[6..];
-        if rest.len() < key_len {
-            return Err(corrupt());
-        }
-        let key = std::str::from_utf8(&rest[..key_len]).map_err(|_| corrupt())?;
-        let name = std::str::from_utf8(&rest[key_len..]).map_err(|_| corrupt())?;
         Ok(TimerKey::new(time, template, key, name))
     }
 }
